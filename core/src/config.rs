@@ -1,0 +1,391 @@
+//! One configuration for both roles, mapped onto quiche and BoringSSL.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::ConfigError;
+
+/// How a client checks the server's certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Verification {
+    /// Chain and host-name verification against the system roots plus any CA certificates given (PEM).
+    /// The default.
+    WebPki {
+        /// Extra trusted CA certificates, PEM.
+        extra_roots_pem: Vec<Vec<u8>>,
+    },
+    /// Accept exactly the certificates whose DER encoding has one of these SHA-256 hashes, as browsers do
+    /// with `serverCertificateHashes`. No chain or name check.
+    CertificateHashes(Vec<[u8; 32]>),
+    /// Accept any certificate. For development only: anyone on the path can read and change the traffic.
+    InsecureSkipVerification,
+}
+
+/// Congestion controllers quiche offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CongestionControl {
+    /// NewReno.
+    Reno,
+    /// CUBIC (the default).
+    Cubic,
+    /// BBRv2.
+    Bbr2,
+}
+
+/// Opens a qlog writer for a connection when qlog is requested: `(trace id, is_server) -> writer`. The core
+/// does no I/O itself; the writer decides where the log goes.
+pub type QlogFactory = Arc<dyn Fn(&str, bool) -> Option<Box<dyn std::io::Write + Send + Sync>> + Send + Sync>;
+
+/// Endpoint configuration. Start from [`Config::new`]; a server also needs [`Config::with_certificate_pem`]
+/// or [`Config::with_certificate_files`].
+///
+/// ```
+/// use std::time::Duration;
+/// let config = tern::Config::new()
+///     .with_idle_timeout(Duration::from_secs(10))
+///     .with_max_sessions(4);
+/// assert_eq!(config.idle_timeout(), Duration::from_secs(10));
+/// ```
+#[derive(Clone)]
+pub struct Config {
+    pub(crate) cert_chain_pem: Option<Vec<u8>>,
+    pub(crate) key_pem: Option<Vec<u8>>,
+    pub(crate) verification: Verification,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_data: u64,
+    pub(crate) max_stream_data: u64,
+    pub(crate) max_streams_bidi: u64,
+    pub(crate) max_streams_uni: u64,
+    pub(crate) max_sessions: u64,
+    pub(crate) session_max_data: u64,
+    pub(crate) session_max_streams_bidi: u64,
+    pub(crate) session_max_streams_uni: u64,
+    pub(crate) max_buffered_streams: usize,
+    pub(crate) buffered_stream_timeout: Duration,
+    pub(crate) max_buffered_datagrams: usize,
+    pub(crate) datagram_recv_queue: usize,
+    pub(crate) datagram_send_queue: usize,
+    pub(crate) max_field_section_size: u64,
+    pub(crate) congestion_control: CongestionControl,
+    pub(crate) initial_rtt: Option<Duration>,
+    pub(crate) max_ack_delay: Option<Duration>,
+    pub(crate) stateless_retry: bool,
+    pub(crate) max_udp_payload: usize,
+    pub(crate) max_gso_segments: usize,
+    pub(crate) pacing: bool,
+    pub(crate) qlog: Option<QlogFactory>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("has_certificate", &self.cert_chain_pem.is_some())
+            .field("verification", &self.verification)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_sessions", &self.max_sessions)
+            .field("congestion_control", &self.congestion_control)
+            .field("stateless_retry", &self.stateless_retry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident, $field:ident, $ty:ty) => {
+        $(#[$doc])*
+        #[must_use]
+        pub fn $name(mut self, v: $ty) -> Self {
+            self.$field = v;
+            self
+        }
+    };
+}
+
+impl Config {
+    /// Defaults: verification against system roots, 30 s idle timeout, 16 MiB connection and 8 MiB stream
+    /// windows, 256 streams of each kind, one session per connection, CUBIC with pacing.
+    pub fn new() -> Self {
+        Self {
+            cert_chain_pem: None,
+            key_pem: None,
+            verification: Verification::WebPki {
+                extra_roots_pem: Vec::new(),
+            },
+            idle_timeout: Duration::from_secs(30),
+            max_data: 16 << 20,
+            max_stream_data: 8 << 20,
+            max_streams_bidi: 256,
+            max_streams_uni: 256,
+            max_sessions: 1,
+            session_max_data: (1 << 62) - 1,
+            session_max_streams_bidi: 256,
+            session_max_streams_uni: 256,
+            max_buffered_streams: 32,
+            buffered_stream_timeout: Duration::from_secs(3),
+            max_buffered_datagrams: 32,
+            datagram_recv_queue: 1024,
+            datagram_send_queue: 1024,
+            max_field_section_size: 16 << 10,
+            congestion_control: CongestionControl::Cubic,
+            initial_rtt: None,
+            max_ack_delay: None,
+            stateless_retry: false,
+            max_udp_payload: 1350,
+            max_gso_segments: 16,
+            pacing: true,
+            qlog: None,
+        }
+    }
+
+    /// The server certificate chain and private key, PEM, from memory.
+    #[must_use]
+    pub fn with_certificate_pem(mut self, chain_pem: impl Into<Vec<u8>>, key_pem: impl Into<Vec<u8>>) -> Self {
+        self.cert_chain_pem = Some(chain_pem.into());
+        self.key_pem = Some(key_pem.into());
+        self
+    }
+
+    /// The server certificate chain and private key, PEM, read from files now.
+    pub fn with_certificate_files(self, chain: impl AsRef<Path>, key: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let read = |p: &Path| {
+            std::fs::read(p).map_err(|e| ConfigError::Certificate(format!("{}: {e}", p.display())))
+        };
+        let c = read(chain.as_ref())?;
+        let k = read(key.as_ref())?;
+        Ok(self.with_certificate_pem(c, k))
+    }
+
+    /// Trust these CA certificates (PEM) in addition to the system roots.
+    #[must_use]
+    pub fn with_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        match &mut self.verification {
+            Verification::WebPki { extra_roots_pem } => extra_roots_pem.push(pem.into()),
+            _ => {
+                self.verification = Verification::WebPki {
+                    extra_roots_pem: vec![pem.into()],
+                }
+            }
+        }
+        self
+    }
+
+    /// Trust the CA certificates in this PEM file in addition to the system roots.
+    pub fn with_ca_file(self, path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let p = path.as_ref();
+        let pem = std::fs::read(p).map_err(|e| ConfigError::Certificate(format!("{}: {e}", p.display())))?;
+        Ok(self.with_ca_pem(pem))
+    }
+
+    /// Pin server certificates by the SHA-256 of their DER encoding (browsers' `serverCertificateHashes`).
+    #[must_use]
+    pub fn with_certificate_hashes(mut self, hashes: Vec<[u8; 32]>) -> Self {
+        self.verification = Verification::CertificateHashes(hashes);
+        self
+    }
+
+    /// Accept any server certificate. Development only; the name says what it does.
+    #[must_use]
+    pub fn with_insecure_skip_verification(mut self) -> Self {
+        self.verification = Verification::InsecureSkipVerification;
+        self
+    }
+
+    setter!(
+        /// Close the connection after this long without packets (0 disables).
+        with_idle_timeout, idle_timeout, Duration);
+    setter!(
+        /// Connection-level receive window in bytes (QUIC initial_max_data).
+        with_max_data, max_data, u64);
+    setter!(
+        /// Per-stream receive window in bytes.
+        with_max_stream_data, max_stream_data, u64);
+    setter!(
+        /// Concurrent bidirectional streams the peer may open on the connection.
+        with_max_streams_bidi, max_streams_bidi, u64);
+    setter!(
+        /// Concurrent unidirectional streams the peer may open (3 more are added for HTTP/3's own).
+        with_max_streams_uni, max_streams_uni, u64);
+    setter!(
+        /// Sessions allowed on one connection. More than one takes effect only with peers that negotiate
+        /// per-session flow control.
+        with_max_sessions, max_sessions, u64);
+    setter!(
+        /// Per-session data limit advertised to peers that use WebTransport flow control.
+        with_session_max_data, session_max_data, u64);
+    setter!(
+        /// Per-session bidirectional stream limit advertised to peers that use WebTransport flow control.
+        with_session_max_streams_bidi, session_max_streams_bidi, u64);
+    setter!(
+        /// Per-session unidirectional stream limit advertised to peers that use WebTransport flow control.
+        with_session_max_streams_uni, session_max_streams_uni, u64);
+    setter!(
+        /// Streams kept waiting for their session to be established, per connection; more are rejected with
+        /// WT_BUFFERED_STREAM_REJECTED.
+        with_max_buffered_streams, max_buffered_streams, usize);
+    setter!(
+        /// How long a stream may wait for its session before it is rejected.
+        with_buffered_stream_timeout, buffered_stream_timeout, Duration);
+    setter!(
+        /// Datagrams kept waiting for their session, per connection; more are dropped and counted.
+        with_max_buffered_datagrams, max_buffered_datagrams, usize);
+    setter!(
+        /// Received datagrams queued per session; when full the oldest is dropped and counted.
+        with_datagram_recv_queue, datagram_recv_queue, usize);
+    setter!(
+        /// Datagrams queued for sending per connection; when full a send fails with `QueueFull`.
+        with_datagram_send_queue, datagram_send_queue, usize);
+    setter!(
+        /// SETTINGS_MAX_FIELD_SECTION_SIZE: the largest header section accepted.
+        with_max_field_section_size, max_field_section_size, u64);
+    setter!(
+        /// The congestion controller.
+        with_congestion_control, congestion_control, CongestionControl);
+    setter!(
+        /// Send a stateless retry to validate client addresses before keeping state (server).
+        with_stateless_retry, stateless_retry, bool);
+    setter!(
+        /// Largest UDP payload sent (bytes).
+        with_max_udp_payload, max_udp_payload, usize);
+    setter!(
+        /// Most packets batched into one GSO transmit.
+        with_max_gso_segments, max_gso_segments, usize);
+    setter!(
+        /// Pacing of sends (release times in `Transmit::send_at`).
+        with_pacing, pacing, bool);
+
+    /// The initial RTT estimate before any sample (small values make loss recovery fast in tests).
+    #[must_use]
+    pub fn with_initial_rtt(mut self, rtt: Duration) -> Self {
+        self.initial_rtt = Some(rtt);
+        self
+    }
+
+    /// The max_ack_delay transport parameter (quiche does not encode 0: use at least 1 ms).
+    #[must_use]
+    pub fn with_max_ack_delay(mut self, d: Duration) -> Self {
+        self.max_ack_delay = Some(d);
+        self
+    }
+
+    /// Write a qlog for each connection to the writer the factory returns.
+    #[must_use]
+    pub fn with_qlog(mut self, factory: QlogFactory) -> Self {
+        self.qlog = Some(factory);
+        self
+    }
+
+    /// The idle timeout.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
+    /// The client-side certificate verification.
+    pub fn verification(&self) -> &Verification {
+        &self.verification
+    }
+
+    /// Whether a certificate is configured (the endpoint can accept connections).
+    pub fn has_certificate(&self) -> bool {
+        self.cert_chain_pem.is_some() && self.key_pem.is_some()
+    }
+
+    /// Builds the quiche configuration for one role.
+    pub(crate) fn build_quic(&self, server: bool) -> Result<quiche::Config, ConfigError> {
+        use boring::ssl::{SslContextBuilder, SslMethod, SslVerifyMode};
+        let tls_err = |e: boring::error::ErrorStack| ConfigError::Certificate(e.to_string());
+        let mut tls = SslContextBuilder::new(SslMethod::tls()).map_err(tls_err)?;
+        if server {
+            let (Some(chain), Some(key)) = (&self.cert_chain_pem, &self.key_pem) else {
+                return Err(ConfigError::MissingCertificate);
+            };
+            let certs = boring::x509::X509::stack_from_pem(chain).map_err(tls_err)?;
+            let mut certs = certs.into_iter();
+            let leaf = certs
+                .next()
+                .ok_or_else(|| ConfigError::Certificate("no certificate in PEM".into()))?;
+            tls.set_certificate(&leaf).map_err(tls_err)?;
+            for c in certs {
+                tls.add_extra_chain_cert(c).map_err(tls_err)?;
+            }
+            let key = boring::pkey::PKey::private_key_from_pem(key).map_err(tls_err)?;
+            tls.set_private_key(&key).map_err(tls_err)?;
+            tls.check_private_key()
+                .map_err(|e| ConfigError::Certificate(format!("key does not match certificate: {e}")))?;
+            tls.set_verify(SslVerifyMode::NONE);
+        } else {
+            match &self.verification {
+                Verification::WebPki { extra_roots_pem } => {
+                    tls.set_default_verify_paths().map_err(tls_err)?;
+                    for pem in extra_roots_pem {
+                        for cert in boring::x509::X509::stack_from_pem(pem).map_err(tls_err)? {
+                            tls.cert_store_mut().add_cert(cert).map_err(tls_err)?;
+                        }
+                    }
+                    tls.set_verify(SslVerifyMode::PEER);
+                }
+                Verification::CertificateHashes(hashes) => {
+                    let hashes = hashes.clone();
+                    tls.set_custom_verify_callback(SslVerifyMode::PEER, move |ssl| {
+                        let ok = ssl
+                            .peer_certificate()
+                            .and_then(|c| c.to_der().ok())
+                            .map(|der| {
+                                let h = ring::digest::digest(&ring::digest::SHA256, &der);
+                                hashes.iter().any(|p| p[..] == *h.as_ref())
+                            })
+                            .unwrap_or(false);
+                        if ok {
+                            Ok(())
+                        } else {
+                            log::warn!("server certificate does not match any pinned SHA-256 hash");
+                            Err(boring::ssl::SslVerifyError::Invalid(boring::ssl::SslAlert::BAD_CERTIFICATE))
+                        }
+                    });
+                }
+                Verification::InsecureSkipVerification => {
+                    log::warn!("TLS certificate verification is disabled (insecure_skip_verification)");
+                    tls.set_verify(SslVerifyMode::NONE);
+                }
+            }
+        }
+        let quic_err = |e: quiche::Error| ConfigError::Quic(e.to_string());
+        let mut q = quiche::Config::with_boring_ssl_ctx_builder(quiche::PROTOCOL_VERSION, tls).map_err(quic_err)?;
+        q.set_application_protos(&[b"h3"]).map_err(quic_err)?;
+        q.set_max_idle_timeout(self.idle_timeout.as_millis() as u64);
+        q.set_max_recv_udp_payload_size(65527);
+        q.set_max_send_udp_payload_size(self.max_udp_payload);
+        q.set_initial_max_data(self.max_data);
+        q.set_initial_max_stream_data_bidi_local(self.max_stream_data);
+        q.set_initial_max_stream_data_bidi_remote(self.max_stream_data);
+        q.set_initial_max_stream_data_uni(self.max_stream_data);
+        q.set_initial_max_streams_bidi(self.max_streams_bidi);
+        // HTTP/3 needs three unidirectional streams of its own (control, QPACK encoder and decoder).
+        q.set_initial_max_streams_uni(self.max_streams_uni + 3);
+        q.set_max_connection_window(self.max_data.max(24 << 20));
+        q.set_max_stream_window(self.max_stream_data.max(16 << 20));
+        q.set_disable_active_migration(true);
+        q.enable_dgram(true, self.datagram_recv_queue.max(1), self.datagram_send_queue.max(1));
+        q.enable_pacing(self.pacing);
+        q.set_cc_algorithm(match self.congestion_control {
+            CongestionControl::Reno => quiche::CongestionControlAlgorithm::Reno,
+            CongestionControl::Cubic => quiche::CongestionControlAlgorithm::CUBIC,
+            CongestionControl::Bbr2 => quiche::CongestionControlAlgorithm::Bbr2Gcongestion,
+        });
+        if let Some(rtt) = self.initial_rtt {
+            q.set_initial_rtt(rtt);
+        }
+        if let Some(d) = self.max_ack_delay {
+            q.set_max_ack_delay(d.as_millis().max(1) as u64);
+        }
+        Ok(q)
+    }
+}

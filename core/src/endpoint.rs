@@ -1,0 +1,649 @@
+//! The endpoint: many connections behind one socket, routed by connection id.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use ring::rand::SecureRandom;
+
+use crate::config::Config;
+use crate::connection::{Connection, Dialects};
+use crate::error::{ConfigError, DatagramError, SessionError, StreamError};
+use crate::event::{
+    ConnectionHandle, ConnectionStats, Event, Headers, IncomingRequest, SessionId, SessionRequest, SessionStats,
+    StreamId, Transmit,
+};
+use crate::settings::Dialect;
+
+/// Length of the connection ids this endpoint issues.
+const CID_LEN: usize = 16;
+/// Stateless packets (version negotiation, retry) queued at most; more are dropped rather than stored.
+const MAX_STATELESS: usize = 256;
+
+/// A WebTransport endpoint: the sans-IO state of every connection on one UDP socket.
+///
+/// An endpoint with a certificate accepts connections; any endpoint can open them.
+///
+/// # Call order
+/// Feed input, then drain output, every time:
+/// 1. input: [`handle`](Self::handle) for each received UDP datagram, [`handle_timeout`](Self::handle_timeout)
+///    when the deadline from `poll_timeout` passes, or a command (through [`connection`](Self::connection),
+///    [`session`](Self::session), [`stream`](Self::stream), [`connect`](Self::connect));
+/// 2. drain [`poll_transmit`](Self::poll_transmit) until `None`, sending each batch at its `send_at`;
+/// 3. read [`poll_timeout`](Self::poll_timeout) and arm one timer;
+/// 4. drain [`poll_event`](Self::poll_event) until `None`, reacting with commands (and going back to 2).
+///
+/// The core never reads the clock: `now` is an argument. (quiche, underneath, reads it for its own
+/// recovery timers; `poll_timeout` reports its deadlines.)
+pub struct Endpoint {
+    cfg: Arc<Config>,
+    dialects: Dialects,
+    server_quic: Option<quiche::Config>,
+    client_quic: quiche::Config,
+    conns: HashMap<ConnectionHandle, Connection>,
+    cids: HashMap<Vec<u8>, ConnectionHandle>,
+    next_handle: u64,
+    events: VecDeque<Event>,
+    dirty: VecDeque<ConnectionHandle>,
+    stateless: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
+    rng: ring::rand::SystemRandom,
+    retry_key: ring::hmac::Key,
+    accepting: bool,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("server", &self.server_quic.is_some())
+            .field("connections", &self.conns.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    /// Creates an endpoint. With a certificate in `config` it also accepts connections.
+    pub fn new(config: Config) -> Result<Self, ConfigError> {
+        Self::with_dialects(config, Dialects::default())
+    }
+
+    /// Creates an endpoint that advertises and accepts only the given WebTransport generations (for
+    /// testing against single-dialect peers; the default speaks both).
+    pub fn with_dialects(config: Config, dialects: Dialects) -> Result<Self, ConfigError> {
+        if !dialects.draft02 && !dialects.latest {
+            return Err(ConfigError::Quic("at least one WebTransport dialect must be enabled".into()));
+        }
+        let server_quic = if config.has_certificate() {
+            Some(config.build_quic(true)?)
+        } else {
+            None
+        };
+        let client_quic = config.build_quic(false)?;
+        let rng = ring::rand::SystemRandom::new();
+        let mut key = [0u8; 32];
+        rng.fill(&mut key).map_err(|_| ConfigError::Quic("no randomness".into()))?;
+        Ok(Self {
+            cfg: Arc::new(config),
+            dialects,
+            server_quic,
+            client_quic,
+            conns: HashMap::new(),
+            cids: HashMap::new(),
+            next_handle: 0,
+            events: VecDeque::new(),
+            dirty: VecDeque::new(),
+            stateless: VecDeque::new(),
+            rng,
+            retry_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
+            accepting: true,
+        })
+    }
+
+    /// True when the endpoint accepts incoming connections.
+    pub fn is_server(&self) -> bool {
+        self.server_quic.is_some()
+    }
+
+    /// Stop (or resume) accepting new connections; existing ones go on.
+    pub fn set_accepting(&mut self, accepting: bool) {
+        self.accepting = accepting;
+    }
+
+    /// Number of live connections.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Handles of all live connections.
+    pub fn connections(&self) -> Vec<ConnectionHandle> {
+        let mut v: Vec<_> = self.conns.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    fn new_cid(&self) -> [u8; CID_LEN] {
+        let mut cid = [0u8; CID_LEN];
+        // SystemRandom fails only where the OS has no entropy source at all.
+        self.rng.fill(&mut cid).expect("system randomness");
+        cid
+    }
+
+    fn mark(&mut self, h: ConnectionHandle) {
+        if !self.dirty.contains(&h) {
+            self.dirty.push_back(h);
+        }
+    }
+
+    fn add_conn(&mut self, quic: quiche::Connection, server: bool, remote: SocketAddr) -> ConnectionHandle {
+        let h = ConnectionHandle(self.next_handle);
+        self.next_handle += 1;
+        let mut quic = quic;
+        if let Some(f) = &self.cfg.qlog {
+            let trace = quic.trace_id().to_string();
+            if let Some(w) = f(&trace, server) {
+                quic.set_qlog(w, format!("tern {trace}"), "tern connection".into());
+            }
+        }
+        let conn = Connection::new(h, quic, server, self.cfg.clone(), self.dialects, remote);
+        self.conns.insert(h, conn);
+        h
+    }
+
+    /// Opens a client connection to `remote` from `local`. `server_name` is sent as SNI and checked against
+    /// the certificate (unless hashes are pinned or verification is off). Open a session on it with
+    /// [`ConnectionRef::open_session`]; the CONNECT goes out when the server's SETTINGS arrive.
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        server_name: &str,
+    ) -> Result<ConnectionHandle, ConfigError> {
+        let is_ip = server_name.trim_matches(|c| c == '[' || c == ']').parse::<std::net::IpAddr>().is_ok();
+        let sni = match (is_ip, self.cfg.verification()) {
+            (true, crate::config::Verification::WebPki { .. }) => {
+                return Err(ConfigError::Connect(format!(
+                    "{server_name} is an IP address: CA verification needs a DNS name; use a host name or pin \
+                     the certificate hash"
+                )))
+            }
+            (true, _) => None,
+            (false, _) => Some(server_name),
+        };
+        let cid = self.new_cid();
+        let scid = quiche::ConnectionId::from_ref(&cid);
+        let quic = quiche::connect(sni, &scid, local, remote, &mut self.client_quic)
+            .map_err(|e| ConfigError::Connect(e.to_string()))?;
+        let h = self.add_conn(quic, false, remote);
+        self.cids.insert(cid.to_vec(), h);
+        if let Some(c) = self.conns.get_mut(&h) {
+            c.process(now, &mut self.events);
+        }
+        self.mark(h);
+        Ok(h)
+    }
+
+    /// Handles one received UDP datagram (`from` the peer, `to` our local address). The buffer may be
+    /// modified (decrypted in place).
+    pub fn handle(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, buf: &mut [u8]) {
+        let (dcid, ty, version, token, scid) = match quiche::Header::from_slice(buf, CID_LEN) {
+            Ok(h) => (h.dcid.to_vec(), h.ty, h.version, h.token.clone(), h.scid.to_vec()),
+            Err(e) => {
+                log::trace!("dropping unparsable packet from {from}: {e}");
+                return;
+            }
+        };
+        let h = match self.cids.get(&dcid) {
+            Some(h) => *h,
+            None => match self.accept(now, from, to, &dcid, &scid, ty, version, token) {
+                Some(h) => h,
+                None => return,
+            },
+        };
+        let Some(conn) = self.conns.get_mut(&h) else { return };
+        let info = quiche::RecvInfo { from, to };
+        if let Err(e) = conn.quic.recv(buf, info) {
+            log::debug!("connection {h:?}: packet from {from} rejected: {e}");
+        }
+        conn.process(now, &mut self.events);
+        self.mark(h);
+        self.reap(h);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn accept(
+        &mut self,
+        _now: Instant,
+        from: SocketAddr,
+        to: SocketAddr,
+        dcid: &[u8],
+        scid: &[u8],
+        ty: quiche::Type,
+        version: u32,
+        token: Option<Vec<u8>>,
+    ) -> Option<ConnectionHandle> {
+        if ty != quiche::Type::Initial || !self.accepting {
+            return None;
+        }
+        self.server_quic.as_ref()?;
+        let dcid_ref = quiche::ConnectionId::from_ref(dcid);
+        let scid_ref = quiche::ConnectionId::from_ref(scid);
+        if !quiche::version_is_supported(version) {
+            let mut out = vec![0u8; 1350];
+            if let Ok(n) = quiche::negotiate_version(&scid_ref, &dcid_ref, &mut out) {
+                out.truncate(n);
+                self.queue_stateless(from, to, out);
+            }
+            return None;
+        }
+        let mut odcid = None;
+        if self.cfg.stateless_retry {
+            match token.as_deref() {
+                None | Some([]) => {
+                    let new = self.new_cid();
+                    let new_ref = quiche::ConnectionId::from_ref(&new);
+                    let token = self.mint_token(dcid, &from);
+                    let mut out = vec![0u8; 1350];
+                    if let Ok(n) = quiche::retry(&scid_ref, &dcid_ref, &new_ref, &token, version, &mut out) {
+                        out.truncate(n);
+                        self.queue_stateless(from, to, out);
+                    }
+                    return None;
+                }
+                Some(t) => match self.validate_token(t, &from) {
+                    Some(o) => odcid = Some(o),
+                    None => {
+                        log::debug!("invalid retry token from {from}");
+                        return None;
+                    }
+                },
+            }
+        }
+        // After a retry the client already uses the id we chose; otherwise pick a fresh one.
+        let cid: Vec<u8> = if odcid.is_some() { dcid.to_vec() } else { self.new_cid().to_vec() };
+        let cid_ref = quiche::ConnectionId::from_ref(&cid);
+        let odcid_ref = odcid.as_ref().map(|o: &Vec<u8>| quiche::ConnectionId::from_ref(o));
+        let cfg = self.server_quic.as_mut()?;
+        let quic = match quiche::accept(&cid_ref, odcid_ref.as_ref(), to, from, cfg) {
+            Ok(q) => q,
+            Err(e) => {
+                log::debug!("accept from {from} failed: {e}");
+                return None;
+            }
+        };
+        let h = self.add_conn(quic, true, from);
+        self.cids.insert(cid, h);
+        if dcid.len() >= 8 {
+            self.cids.insert(dcid.to_vec(), h);
+        }
+        log::debug!("accepted connection {h:?} from {from}");
+        Some(h)
+    }
+
+    fn queue_stateless(&mut self, to: SocketAddr, from: SocketAddr, pkt: Vec<u8>) {
+        if self.stateless.len() < MAX_STATELESS {
+            self.stateless.push_back((to, from, pkt));
+        }
+    }
+
+    fn token_input(odcid: &[u8], addr: &SocketAddr) -> Vec<u8> {
+        let mut v = Vec::with_capacity(64);
+        v.push(odcid.len() as u8);
+        v.extend_from_slice(odcid);
+        match addr.ip() {
+            std::net::IpAddr::V4(a) => v.extend_from_slice(&a.octets()),
+            std::net::IpAddr::V6(a) => v.extend_from_slice(&a.octets()),
+        }
+        v.extend_from_slice(&addr.port().to_be_bytes());
+        v
+    }
+
+    /// A retry token: the original destination id, authenticated together with the client's address.
+    fn mint_token(&self, odcid: &[u8], addr: &SocketAddr) -> Vec<u8> {
+        let tag = ring::hmac::sign(&self.retry_key, &Self::token_input(odcid, addr));
+        let mut t = Vec::with_capacity(1 + odcid.len() + 32);
+        t.push(odcid.len() as u8);
+        t.extend_from_slice(odcid);
+        t.extend_from_slice(tag.as_ref());
+        t
+    }
+
+    fn validate_token(&self, token: &[u8], addr: &SocketAddr) -> Option<Vec<u8>> {
+        let len = *token.first()? as usize;
+        let odcid = token.get(1..1 + len)?;
+        let tag = token.get(1 + len..)?;
+        ring::hmac::verify(&self.retry_key, &Self::token_input(odcid, addr), tag).ok()?;
+        Some(odcid.to_vec())
+    }
+
+    /// Handles expired timers: quiche's (loss detection, idle) and the core's own (buffered streams).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let handles: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
+        for h in handles {
+            let Some(c) = self.conns.get_mut(&h) else { continue };
+            let quic_due = c.quic.timeout_instant().is_some_and(|t| t <= now);
+            let own_due = c.deadline.is_some_and(|t| t <= now);
+            if !quic_due && !own_due {
+                continue;
+            }
+            if quic_due {
+                c.quic.on_timeout();
+            }
+            c.process(now, &mut self.events);
+            self.mark(h);
+            self.reap(h);
+        }
+    }
+
+    /// Drops a connection once quiche says it is closed and its events are out.
+    fn reap(&mut self, h: ConnectionHandle) {
+        if self.conns.get(&h).is_some_and(|c| c.closed_reported) {
+            self.conns.remove(&h);
+            self.cids.retain(|_, v| *v != h);
+        }
+    }
+
+    /// The earliest instant at which [`handle_timeout`](Self::handle_timeout) must run.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.conns
+            .values()
+            .flat_map(|c| [c.quic.timeout_instant(), c.deadline])
+            .flatten()
+            .min()
+    }
+
+    /// The next batch of UDP payload to send, written into `buf` (give at least 64 KiB to allow GSO batches).
+    /// Packets of one connection to one destination are batched (`segment_size`) up to the configured
+    /// number of GSO segments.
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        if let Some((to, from, pkt)) = self.stateless.pop_front() {
+            let n = pkt.len().min(buf.len());
+            buf[..n].copy_from_slice(&pkt[..n]);
+            return Some(Transmit {
+                destination: to,
+                source: from,
+                len: n,
+                segment_size: None,
+                send_at: now,
+            });
+        }
+        let max_segments = self.cfg.max_gso_segments.max(1);
+        while let Some(h) = self.dirty.pop_front() {
+            let Some(c) = self.conns.get_mut(&h) else { continue };
+            let (n, info) = match c.quic.send(buf) {
+                Ok(v) => v,
+                Err(quiche::Error::Done) => {
+                    // Sending can finish a close: report it.
+                    c.process(now, &mut self.events);
+                    self.reap(h);
+                    continue;
+                }
+                Err(e) => {
+                    log::debug!("connection {h:?}: send failed: {e}");
+                    c.process(now, &mut self.events);
+                    self.reap(h);
+                    continue;
+                }
+            };
+            let seg = n;
+            let mut len = n;
+            let mut count = 1;
+            while count < max_segments && len + seg <= buf.len() {
+                match c.quic.send_on_path(&mut buf[len..len + seg], Some(info.from), Some(info.to)) {
+                    Ok((m, _)) => {
+                        len += m;
+                        count += 1;
+                        if m < seg {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.dirty.push_back(h);
+            return Some(Transmit {
+                destination: info.to,
+                source: info.from,
+                len,
+                segment_size: (count > 1).then_some(seg),
+                send_at: info.at,
+            });
+        }
+        None
+    }
+
+    /// The next event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// A connection, for commands and figures.
+    pub fn connection(&mut self, h: ConnectionHandle) -> Option<ConnectionRef<'_>> {
+        let conn = self.conns.get_mut(&h)?;
+        if !self.dirty.contains(&h) {
+            self.dirty.push_back(h);
+        }
+        Some(ConnectionRef {
+            conn,
+            events: &mut self.events,
+        })
+    }
+
+    /// A session, for commands. `None` once the session has closed.
+    pub fn session(&mut self, id: SessionId) -> Option<SessionRef<'_>> {
+        let conn = self.conns.get_mut(&id.conn)?;
+        if !conn.has_session(id.stream) {
+            return None;
+        }
+        if !self.dirty.contains(&id.conn) {
+            self.dirty.push_back(id.conn);
+        }
+        Some(SessionRef {
+            conn,
+            events: &mut self.events,
+            id,
+        })
+    }
+
+    /// A stream, for reads and writes. `None` once its connection has gone.
+    pub fn stream(&mut self, id: StreamId) -> Option<StreamRef<'_>> {
+        let conn = self.conns.get_mut(&id.conn)?;
+        if !self.dirty.contains(&id.conn) {
+            self.dirty.push_back(id.conn);
+        }
+        Some(StreamRef {
+            conn,
+            events: &mut self.events,
+            id,
+        })
+    }
+
+    /// Sends GOAWAY on every connection and stops accepting new ones (the first step of a graceful
+    /// shutdown).
+    pub fn goaway_all(&mut self) {
+        self.accepting = false;
+        let hs: Vec<_> = self.conns.keys().copied().collect();
+        for h in hs {
+            if let Some(mut c) = self.connection(h) {
+                c.goaway();
+            }
+        }
+    }
+}
+
+/// A borrowed connection.
+pub struct ConnectionRef<'a> {
+    conn: &'a mut Connection,
+    events: &'a mut VecDeque<Event>,
+}
+
+impl ConnectionRef<'_> {
+    /// The handle.
+    pub fn handle(&self) -> ConnectionHandle {
+        self.conn.handle
+    }
+    /// The peer's address.
+    pub fn remote_address(&self) -> SocketAddr {
+        self.conn.remote()
+    }
+    /// True once the QUIC handshake completed.
+    pub fn is_established(&self) -> bool {
+        self.conn.quic.is_established()
+    }
+    /// The dialect the peer's SETTINGS announced, once received.
+    pub fn peer_dialect(&self) -> Option<Dialect> {
+        self.conn.peer_dialect()
+    }
+    /// Figures from quiche and the core.
+    pub fn stats(&self) -> ConnectionStats {
+        self.conn.stats()
+    }
+    /// Closes the connection with an HTTP/3 application code (e.g. `code::H3_NO_ERROR`).
+    pub fn close(&mut self, code: u64, reason: &str) {
+        self.conn.close(code, reason.as_bytes());
+    }
+    /// Sends GOAWAY: no new sessions on this connection.
+    pub fn goaway(&mut self) {
+        self.conn.goaway();
+    }
+    /// (client) Opens a WebTransport session. Its outcome arrives as `SessionEstablished`,
+    /// `SessionRejected` or `SessionClosed`.
+    pub fn open_session(&mut self, request: SessionRequest) -> Result<SessionId, SessionError> {
+        let id = self.conn.open_session(request, self.events)?;
+        Ok(SessionId {
+            conn: self.conn.handle,
+            stream: id,
+        })
+    }
+}
+
+/// A borrowed session.
+pub struct SessionRef<'a> {
+    conn: &'a mut Connection,
+    events: &'a mut VecDeque<Event>,
+    id: SessionId,
+}
+
+impl SessionRef<'_> {
+    /// The id.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+    /// The request: on a server, what the client asked; on a client, what was sent.
+    pub fn request(&self) -> Option<&IncomingRequest> {
+        self.conn.session_request(self.id.stream)
+    }
+    /// True when established.
+    pub fn is_established(&self) -> bool {
+        self.conn.session_established_now(self.id.stream)
+    }
+    /// The peer's address.
+    pub fn remote_address(&self) -> SocketAddr {
+        self.conn.remote()
+    }
+    /// (server) Accepts with 200 and no extra headers.
+    pub fn accept(&mut self) -> Result<(), SessionError> {
+        self.conn.accept_session(self.id.stream, &Headers::new(), self.events)
+    }
+    /// (server) Accepts with 200 and these response headers.
+    pub fn accept_with(&mut self, headers: &Headers) -> Result<(), SessionError> {
+        self.conn.accept_session(self.id.stream, headers, self.events)
+    }
+    /// (server) Rejects with a non-2xx status (e.g. 403, 404, 429) and headers.
+    pub fn reject(&mut self, status: u16, headers: &Headers) -> Result<(), SessionError> {
+        if (200..300).contains(&status) || !(300..=599).contains(&status) {
+            return Err(SessionError::InvalidStatus(status));
+        }
+        self.conn.answer_session(self.id.stream, status, headers, self.events)
+    }
+    /// Closes with an application code and a reason of at most 1024 bytes.
+    pub fn close(&mut self, code: u32, reason: &str) -> Result<(), SessionError> {
+        self.conn.close_session(self.id.stream, code, reason, self.events)
+    }
+    /// Asks the peer to wind the session down (DRAIN_WEBTRANSPORT_SESSION).
+    pub fn drain(&mut self) -> Result<(), SessionError> {
+        self.conn.drain_session(self.id.stream)
+    }
+    /// Opens a bidirectional stream.
+    pub fn open_bi(&mut self) -> Result<StreamId, SessionError> {
+        let id = self.conn.open_stream(self.id.stream, true)?;
+        Ok(StreamId { conn: self.id.conn, id })
+    }
+    /// Opens a unidirectional stream.
+    pub fn open_uni(&mut self) -> Result<StreamId, SessionError> {
+        let id = self.conn.open_stream(self.id.stream, false)?;
+        Ok(StreamId { conn: self.id.conn, id })
+    }
+    /// Queues a datagram. Larger than [`max_datagram_size`](Self::max_datagram_size) is an error, not a
+    /// silent drop; a full send queue drops this datagram and says so.
+    pub fn send_datagram(&mut self, data: &[u8]) -> Result<(), DatagramError> {
+        self.conn.send_datagram(self.id.stream, data)
+    }
+    /// The next received datagram.
+    pub fn recv_datagram(&mut self) -> Option<Bytes> {
+        self.conn.recv_datagram(self.id.stream)
+    }
+    /// The largest datagram payload that can be sent now (None when the peer has no datagram support).
+    pub fn max_datagram_size(&self) -> Option<usize> {
+        self.conn.max_datagram_size(self.id.stream)
+    }
+    /// Counters.
+    pub fn stats(&self) -> SessionStats {
+        self.conn.session_stats(self.id.stream).unwrap_or_default()
+    }
+}
+
+/// A borrowed stream.
+pub struct StreamRef<'a> {
+    conn: &'a mut Connection,
+    events: &'a mut VecDeque<Event>,
+    id: StreamId,
+}
+
+impl StreamRef<'_> {
+    /// The id.
+    pub fn id(&self) -> StreamId {
+        self.id
+    }
+    /// The session the stream belongs to.
+    pub fn session(&self) -> Option<SessionId> {
+        self.conn.stream_session(self.id.id).map(|s| SessionId {
+            conn: self.id.conn,
+            stream: s,
+        })
+    }
+    /// Reads: `Some((n, fin))`, or `None` when nothing is available now (a `StreamReadable` event follows).
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<Option<(usize, bool)>, StreamError> {
+        self.conn.read(self.id.id, buf, self.events)
+    }
+    /// Writes as much as flow control allows; returns the bytes accepted (a `StreamWritable` event
+    /// follows a short write).
+    pub fn write(&mut self, data: &[u8]) -> Result<usize, StreamError> {
+        self.conn.write(self.id.id, data, false)
+    }
+    /// Writes and, when all of `data` is accepted, finishes the stream in the same call.
+    pub fn write_fin(&mut self, data: &[u8]) -> Result<usize, StreamError> {
+        self.conn.write(self.id.id, data, true)
+    }
+    /// Finishes the sending side (FIN).
+    pub fn finish(&mut self) -> Result<(), StreamError> {
+        self.conn.finish(self.id.id)
+    }
+    /// Resets the sending side with an application code.
+    pub fn reset(&mut self, code: u32) -> Result<(), StreamError> {
+        self.conn.reset(self.id.id, code)
+    }
+    /// Asks the peer to stop sending (STOP_SENDING) with an application code.
+    pub fn stop(&mut self, code: u32) -> Result<(), StreamError> {
+        self.conn.stop(self.id.id, code)
+    }
+    /// Sets the send priority: lower urgency goes first (0..=7 as in RFC 9218; quiche accepts 0..=255);
+    /// incremental streams share bandwidth round-robin.
+    pub fn set_priority(&mut self, urgency: u8, incremental: bool) -> Result<(), StreamError> {
+        self.conn.set_priority(self.id.id, urgency, incremental)
+    }
+}
