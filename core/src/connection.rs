@@ -345,14 +345,29 @@ impl Connection {
             self.connected_reported = true;
             ev.push_back(Event::Connected { conn: self.handle });
         }
-        while self.alive() {
-            let Some(id) = self.quic.stream_readable_next() else { break };
+        // Collected first: quiche re-queues incremental streams that stay readable after a read.
+        let mut readable: SmallVec<[u64; 16]> = SmallVec::new();
+        while let Some(id) = self.quic.stream_readable_next() {
+            readable.push(id);
+        }
+        for id in readable {
+            if !self.alive() {
+                break;
+            }
             if let Err(e) = self.on_readable(id, now, ev) {
                 self.fail(e);
             }
         }
-        while self.alive() {
-            let Some(id) = self.quic.stream_writable_next() else { break };
+        // Collected first: handling a stream may mark it writable again (quiche re-queues streams whose
+        // writability is asked for), which would otherwise loop.
+        let mut writable: SmallVec<[u64; 16]> = SmallVec::new();
+        while let Some(id) = self.quic.stream_writable_next() {
+            writable.push(id);
+        }
+        for id in writable {
+            if !self.alive() {
+                break;
+            }
             self.on_writable(id, ev);
         }
         if self.alive() {
