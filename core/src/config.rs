@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 
+/// Length of quiche's datagram receive queue: more than the DATAGRAM frames (at least 2 bytes each) that fit
+/// in one UDP datagram of at most 65,527 bytes.
+const QUICHE_DGRAM_RECV_QUEUE: usize = 1 << 15;
+
 /// How a client checks the server's certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -373,7 +377,10 @@ impl Config {
         q.set_max_connection_window(self.max_data.max(24 << 20));
         q.set_max_stream_window(self.max_stream_data.max(16 << 20));
         q.set_disable_active_migration(true);
-        q.enable_dgram(true, self.datagram_recv_queue.max(1), self.datagram_send_queue.max(1));
+        // quiche's receive queue is only a transit: the core moves datagrams to their session's queue after
+        // every packet, and that queue applies `datagram_recv_queue` (counting what it drops). Sized to the
+        // most DATAGRAM frames one UDP datagram can hold, quiche never drops one silently.
+        q.enable_dgram(true, QUICHE_DGRAM_RECV_QUEUE, self.datagram_send_queue.max(1));
         q.enable_pacing(self.pacing);
         q.set_cc_algorithm(match self.congestion_control {
             CongestionControl::Reno => quiche::CongestionControlAlgorithm::Reno,

@@ -247,6 +247,8 @@ pub(crate) struct Connection {
     dgram_dropped_unknown: u64,
     dgram_dropped_buffer: u64,
     streams_rejected: u64,
+    /// quiche's count of STOP_SENDING frames received, as of the last scan for stopped streams.
+    stops_seen: u64,
     /// The earliest buffered-stream deadline.
     pub(crate) deadline: Option<Instant>,
 }
@@ -299,6 +301,7 @@ impl Connection {
             dgram_dropped_unknown: 0,
             dgram_dropped_buffer: 0,
             streams_rejected: 0,
+            stops_seen: 0,
             deadline: None,
         }
     }
@@ -369,6 +372,9 @@ impl Connection {
                 break;
             }
             self.on_writable(id, ev);
+        }
+        if self.alive() {
+            self.find_stopped(ev);
         }
         if self.alive() {
             if let Err(e) = self.recv_datagrams(ev) {
@@ -884,6 +890,11 @@ impl Connection {
                 Ok(())
             });
             let mut result = r;
+            // The reader skips unknown (GREASE) frames without reporting them; one of those first is still
+            // "any other frame type" (RFC 9114 section 6.2.1).
+            if let Some(t) = reader.first_type().filter(|t| result.is_ok() && !settings_seen && *t != frame::SETTINGS) {
+                result = Err(H3Error::new(code::H3_MISSING_SETTINGS, format!("first control frame is {t:#x}")));
+            }
             for (ty, payload) in frames {
                 if result.is_err() {
                     break;
@@ -1561,7 +1572,8 @@ impl Connection {
             return;
         }
         if !matches!(d.recv, RecvSide::Open) {
-            self.discard(id);
+            // Finished, reset or stopped: quiche drops what still arrives. (Discarding here would touch a
+            // stream whose sending side is still live.)
             return;
         }
         // Probe for a reset without consuming data.
@@ -1628,6 +1640,30 @@ impl Connection {
             ev.push_back(Event::StreamWritable { stream: stid });
         }
         self.maybe_forget(id);
+    }
+
+    /// quiche lists a stream that receives STOP_SENDING in `stream_writable_next` only when it was not
+    /// writable before; an open stream with send capacity is stopped silently. Its counter of received
+    /// STOP_SENDING frames says when to look at the streams still sending.
+    fn find_stopped(&mut self, ev: &mut VecDeque<Event>) {
+        let n = self.quic.stats().stopped_stream_count_remote;
+        if n == self.stops_seen {
+            return;
+        }
+        self.stops_seen = n;
+        let sending: Vec<u64> = self
+            .streams
+            .iter()
+            .filter_map(|(id, st)| match st {
+                Stream::Data(d) if matches!(d.send, SendSide::Open | SendSide::Finished) => Some(*id),
+                _ => None,
+            })
+            .collect();
+        for id in sending {
+            if let Err(quiche::Error::StreamStopped(_)) = self.quic.stream_capacity(id) {
+                self.on_writable(id, ev);
+            }
+        }
     }
 
     /// Forgets a data stream both of whose directions are over; returns stream credit to the peer.
@@ -1812,7 +1848,7 @@ impl Connection {
         if let Some(p) = &self.peer {
             let fc = p.flow_control.is_some() && self.dialects.latest;
             let limit = if fc { p.max_sessions } else { p.max_sessions.min(1) };
-            if p.dialect.is_none() || self.sessions.len() as u64 >= limit {
+            if self.dialect_with(p).is_none() || self.sessions.len() as u64 >= limit {
                 return Err(SessionError::NotSupported);
             }
         }
@@ -1839,17 +1875,23 @@ impl Connection {
         Ok(id)
     }
 
+    /// The newest dialect both we and the server speak: a server that signals only the newest draft is not
+    /// sent a draft-02 request (it would answer 400), nor a draft-02-only server a newest-draft one.
+    fn dialect_with(&self, peer: &PeerSettings) -> Option<Dialect> {
+        if self.dialects.latest && peer.offers(Dialect::Latest) {
+            Some(Dialect::Latest)
+        } else if self.dialects.draft02 && peer.offers(Dialect::Draft02) {
+            Some(Dialect::Draft02)
+        } else {
+            None
+        }
+    }
+
     /// Picks the dialect from the server's SETTINGS and sends the extended CONNECT (PROTOCOL.md: a client
     /// waits for the server's SETTINGS).
     fn send_connect(&mut self, id: u64, ev: &mut VecDeque<Event>) {
         let peer = self.peer.clone().expect("settings known");
-        let dialect = match peer.dialect {
-            Some(Dialect::Latest) if self.dialects.latest => Some(Dialect::Latest),
-            Some(_) if self.dialects.draft02 => Some(Dialect::Draft02),
-            // The server did not say it speaks the newest draft, but it speaks an older one.
-            Some(_) => None,
-            None => None,
-        };
+        let dialect = self.dialect_with(&peer);
         let Some(dialect) = dialect else {
             log::warn!("session {id}: server does not offer a WebTransport dialect we speak");
             self.streams.remove(&id);

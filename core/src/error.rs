@@ -68,7 +68,7 @@ pub mod code {
     /// Maps an HTTP/3 error code back to a WebTransport application code, or `None` when it is outside the
     /// range or a reserved (GREASE) code.
     pub fn h3_to_app(h: u64) -> Option<u32> {
-        if !(APP_FIRST..=APP_LAST).contains(&h) || (h - 0x21) % 0x1f == 0 {
+        if !(APP_FIRST..=APP_LAST).contains(&h) || (h - 0x21).is_multiple_of(0x1f) {
             return None;
         }
         let s = h - APP_FIRST;

@@ -60,6 +60,9 @@ pub(crate) struct FrameReader {
     buf: Vec<u8>,
     /// The largest payload this reader buffers; a larger frame is H3_EXCESSIVE_LOAD.
     max_payload: usize,
+    /// The type of the first frame read, skipped ones included (RFC 9114 section 6.2.1: a control stream
+    /// must start with SETTINGS, not with any other type).
+    first_type: Option<u64>,
 }
 
 impl FrameReader {
@@ -68,6 +71,7 @@ impl FrameReader {
             state: State::Type,
             buf: Vec::new(),
             max_payload,
+            first_type: None,
         }
     }
 
@@ -77,7 +81,13 @@ impl FrameReader {
             state: State::Length { ty },
             buf: Vec::new(),
             max_payload,
+            first_type: Some(ty),
         }
+    }
+
+    /// The type of the first frame, once its type was read (also for types that are skipped).
+    pub(crate) fn first_type(&self) -> Option<u64> {
+        self.first_type
     }
 
     /// True at a frame boundary: a FIN here ends the stream cleanly (RFC 9114 section 7.1: a frame cut
@@ -121,6 +131,7 @@ impl FrameReader {
                     let Some(ty) = self.varint(&mut input) else {
                         return Ok(());
                     };
+                    self.first_type.get_or_insert(ty);
                     self.state = State::Length { ty };
                 }
                 State::Length { ty } => {

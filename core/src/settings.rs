@@ -140,6 +140,19 @@ pub(crate) struct FlowLimits {
 }
 
 impl PeerSettings {
+    /// Whether the peer signals support for `d` (a peer that signals the newest draft may also signal the
+    /// draft-02 generation, or not).
+    pub(crate) fn offers(&self, d: Dialect) -> bool {
+        match d {
+            Dialect::Latest => self.dialect == Some(Dialect::Latest),
+            Dialect::Draft02 => {
+                self.raw.get(ENABLE_WEBTRANSPORT_DRAFT02) == Some(1)
+                    || self.raw.get(WT_MAX_SESSIONS).unwrap_or(0) > 0
+                    || self.raw.get(WT_MAX_SESSIONS_DRAFT07).unwrap_or(0) > 0
+            }
+        }
+    }
+
     pub(crate) fn from_settings(raw: Settings) -> Self {
         let latest = raw.get(WT_ENABLED) == Some(1);
         let max13 = raw.get(WT_MAX_SESSIONS).unwrap_or(0);

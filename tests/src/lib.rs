@@ -131,7 +131,10 @@ impl Pair {
             moved = true;
             if let Event::SessionRequest { session, .. } = &e {
                 if self.auto_accept {
-                    self.server.session(*session).unwrap().accept().unwrap();
+                    // The session may already be gone if later bytes in the same batch ended it.
+                    if let Some(mut s) = self.server.session(*session) {
+                        s.accept().expect("accept");
+                    }
                 }
             }
             self.server_events.push_back(e);
@@ -345,7 +348,9 @@ impl RawClient {
             while let Some(e) = pair.server.poll_event() {
                 if let Event::SessionRequest { session, .. } = &e {
                     if pair.auto_accept {
-                        pair.server.session(*session).unwrap().accept().unwrap();
+                        if let Some(mut s) = pair.server.session(*session) {
+                            s.accept().expect("accept");
+                        }
                     }
                 }
                 pair.server_events.push_back(e);
