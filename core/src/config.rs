@@ -42,7 +42,8 @@ pub enum CongestionControl {
 
 /// Opens a qlog writer for a connection when qlog is requested: `(trace id, is_server) -> writer`. The core
 /// does no I/O itself; the writer decides where the log goes.
-pub type QlogFactory = Arc<dyn Fn(&str, bool) -> Option<Box<dyn std::io::Write + Send + Sync>> + Send + Sync>;
+pub type QlogFactory =
+    Arc<dyn Fn(&str, bool) -> Option<Box<dyn std::io::Write + Send + Sync>> + Send + Sync>;
 
 /// Endpoint configuration. Start from [`Config::new`]; a server also needs [`Config::with_certificate_pem`]
 /// or [`Config::with_certificate_files`].
@@ -152,14 +153,22 @@ impl Config {
 
     /// The server certificate chain and private key, PEM, from memory.
     #[must_use]
-    pub fn with_certificate_pem(mut self, chain_pem: impl Into<Vec<u8>>, key_pem: impl Into<Vec<u8>>) -> Self {
+    pub fn with_certificate_pem(
+        mut self,
+        chain_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
         self.cert_chain_pem = Some(chain_pem.into());
         self.key_pem = Some(key_pem.into());
         self
     }
 
     /// The server certificate chain and private key, PEM, read from files now.
-    pub fn with_certificate_files(self, chain: impl AsRef<Path>, key: impl AsRef<Path>) -> Result<Self, ConfigError> {
+    pub fn with_certificate_files(
+        self,
+        chain: impl AsRef<Path>,
+        key: impl AsRef<Path>,
+    ) -> Result<Self, ConfigError> {
         let read = |p: &Path| {
             std::fs::read(p).map_err(|e| ConfigError::Certificate(format!("{}: {e}", p.display())))
         };
@@ -185,7 +194,8 @@ impl Config {
     /// Trust the CA certificates in this PEM file in addition to the system roots.
     pub fn with_ca_file(self, path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let p = path.as_ref();
-        let pem = std::fs::read(p).map_err(|e| ConfigError::Certificate(format!("{}: {e}", p.display())))?;
+        let pem = std::fs::read(p)
+            .map_err(|e| ConfigError::Certificate(format!("{}: {e}", p.display())))?;
         Ok(self.with_ca_pem(pem))
     }
 
@@ -322,8 +332,9 @@ impl Config {
             }
             let key = boring::pkey::PKey::private_key_from_pem(key).map_err(tls_err)?;
             tls.set_private_key(&key).map_err(tls_err)?;
-            tls.check_private_key()
-                .map_err(|e| ConfigError::Certificate(format!("key does not match certificate: {e}")))?;
+            tls.check_private_key().map_err(|e| {
+                ConfigError::Certificate(format!("key does not match certificate: {e}"))
+            })?;
             tls.set_verify(SslVerifyMode::NONE);
         } else {
             match &self.verification {
@@ -351,18 +362,23 @@ impl Config {
                             Ok(())
                         } else {
                             log::warn!("server certificate does not match any pinned SHA-256 hash");
-                            Err(boring::ssl::SslVerifyError::Invalid(boring::ssl::SslAlert::BAD_CERTIFICATE))
+                            Err(boring::ssl::SslVerifyError::Invalid(
+                                boring::ssl::SslAlert::BAD_CERTIFICATE,
+                            ))
                         }
                     });
                 }
                 Verification::InsecureSkipVerification => {
-                    log::warn!("TLS certificate verification is disabled (insecure_skip_verification)");
+                    log::warn!(
+                        "TLS certificate verification is disabled (insecure_skip_verification)"
+                    );
                     tls.set_verify(SslVerifyMode::NONE);
                 }
             }
         }
         let quic_err = |e: quiche::Error| ConfigError::Quic(e.to_string());
-        let mut q = quiche::Config::with_boring_ssl_ctx_builder(quiche::PROTOCOL_VERSION, tls).map_err(quic_err)?;
+        let mut q = quiche::Config::with_boring_ssl_ctx_builder(quiche::PROTOCOL_VERSION, tls)
+            .map_err(quic_err)?;
         q.set_application_protos(&[b"h3"]).map_err(quic_err)?;
         q.set_max_idle_timeout(self.idle_timeout.as_millis() as u64);
         q.set_max_recv_udp_payload_size(65527);
@@ -380,7 +396,11 @@ impl Config {
         // quiche's receive queue is only a transit: the core moves datagrams to their session's queue after
         // every packet, and that queue applies `datagram_recv_queue` (counting what it drops). Sized to the
         // most DATAGRAM frames one UDP datagram can hold, quiche never drops one silently.
-        q.enable_dgram(true, QUICHE_DGRAM_RECV_QUEUE, self.datagram_send_queue.max(1));
+        q.enable_dgram(
+            true,
+            QUICHE_DGRAM_RECV_QUEUE,
+            self.datagram_send_queue.max(1),
+        );
         q.enable_pacing(self.pacing);
         q.set_cc_algorithm(match self.congestion_control {
             CongestionControl::Reno => quiche::CongestionControlAlgorithm::Reno,

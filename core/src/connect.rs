@@ -16,13 +16,21 @@ pub(crate) const DRAFT02_REQUEST_HEADER: &str = "sec-webtransport-http3-draft02"
 pub(crate) const DRAFT02_RESPONSE_HEADER: &str = "sec-webtransport-http3-draft";
 
 /// Fields that are connection-specific and make a message malformed in HTTP/3 (RFC 9114 section 4.2).
-const CONNECTION_SPECIFIC: [&str; 5] = ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"];
+const CONNECTION_SPECIFIC: [&str; 5] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+];
 
 /// Checks an application-supplied field before it goes on the wire.
 fn check_user_field(name: &str, value: &str) -> Result<(), SessionError> {
     let bad_name = name.is_empty()
         || name.starts_with(':')
-        || name.bytes().any(|b| b.is_ascii_uppercase() || b <= b' ' || b == 0x7f || b == b':')
+        || name
+            .bytes()
+            .any(|b| b.is_ascii_uppercase() || b <= b' ' || b == 0x7f || b == b':')
         || CONNECTION_SPECIFIC.contains(&name);
     if bad_name {
         return Err(SessionError::InvalidHeader(format!("field name {name:?}")));
@@ -35,13 +43,22 @@ fn check_user_field(name: &str, value: &str) -> Result<(), SessionError> {
 
 /// Size of a field section per RFC 9114 section 4.2.2.
 pub(crate) fn section_size(fields: &[Field]) -> u64 {
-    fields.iter().map(|f| (f.name.len() + f.value.len() + 32) as u64).sum()
+    fields
+        .iter()
+        .map(|f| (f.name.len() + f.value.len() + 32) as u64)
+        .sum()
 }
 
 /// The CONNECT request for a session in the dialect the server's SETTINGS called for.
-pub(crate) fn request_fields(req: &SessionRequest, dialect: Dialect) -> Result<Vec<Field>, SessionError> {
+pub(crate) fn request_fields(
+    req: &SessionRequest,
+    dialect: Dialect,
+) -> Result<Vec<Field>, SessionError> {
     if req.authority.is_empty() || req.authority.bytes().any(|b| b <= b' ' || b == b'/') {
-        return Err(SessionError::InvalidRequest(format!("authority {:?}", req.authority)));
+        return Err(SessionError::InvalidRequest(format!(
+            "authority {:?}",
+            req.authority
+        )));
     }
     if !req.path.starts_with('/') || req.path.bytes().any(|b| b <= b' ' || b == 0x7f) {
         return Err(SessionError::InvalidRequest(format!("path {:?}", req.path)));
@@ -72,7 +89,11 @@ pub(crate) fn request_fields(req: &SessionRequest, dialect: Dialect) -> Result<V
 }
 
 /// A response header section: `:status` then the draft-02 answer header when the client used draft-02.
-pub(crate) fn response_fields(status: u16, dialect: Dialect, headers: &Headers) -> Result<Vec<Field>, SessionError> {
+pub(crate) fn response_fields(
+    status: u16,
+    dialect: Dialect,
+    headers: &Headers,
+) -> Result<Vec<Field>, SessionError> {
     let mut f = vec![Field::new(":status", status.to_string())];
     if dialect == Dialect::Draft02 && (200..300).contains(&status) {
         f.push(Field::new(DRAFT02_RESPONSE_HEADER, "draft02"));
@@ -102,7 +123,10 @@ pub(crate) enum RequestCheck {
 /// Splits pseudo-headers from regular fields and checks the rules every HTTP/3 message keeps
 /// (RFC 9114 section 4.3): pseudo-headers first, each at most once, no unknown ones, lowercase names, no
 /// connection-specific fields.
-fn split_fields(fields: Vec<Field>, allowed_pseudo: &[&str]) -> Result<(Vec<(String, String)>, Headers), String> {
+fn split_fields(
+    fields: Vec<Field>,
+    allowed_pseudo: &[&str],
+) -> Result<(Vec<(String, String)>, Headers), String> {
     let mut pseudo: Vec<(String, String)> = Vec::new();
     let mut headers = Headers::new();
     for f in fields {
@@ -126,7 +150,8 @@ fn split_fields(fields: Vec<Field>, allowed_pseudo: &[&str]) -> Result<(Vec<(Str
             }
             pseudo.push((name, value));
         } else {
-            if CONNECTION_SPECIFIC.contains(&name.as_str()) || (name == "te" && value != "trailers") {
+            if CONNECTION_SPECIFIC.contains(&name.as_str()) || (name == "te" && value != "trailers")
+            {
                 return Err(format!("connection-specific field {name}"));
             }
             headers.0.push((name, value));
@@ -191,7 +216,9 @@ pub(crate) fn check_response(fields: Vec<Field>) -> Result<(u16, Headers), Strin
     if status.len() != 3 {
         return Err(format!("bad :status {status:?}"));
     }
-    let status: u16 = status.parse().map_err(|_| format!("bad :status {status:?}"))?;
+    let status: u16 = status
+        .parse()
+        .map_err(|_| format!("bad :status {status:?}"))?;
     if !(100..=599).contains(&status) {
         return Err(format!("bad :status {status}"));
     }
@@ -217,36 +244,61 @@ mod tests {
             ("sec-webtransport-http3-draft02", "1"),
             ("origin", "https://example.com"),
         ]));
-        let RequestCheck::WebTransport { request, dialect, .. } = got else {
+        let RequestCheck::WebTransport {
+            request, dialect, ..
+        } = got
+        else {
             panic!("not accepted: {got:?}")
         };
         assert_eq!(dialect, Dialect::Draft02);
         assert_eq!(request.path, "/echo");
         assert_eq!(request.origin.as_deref(), Some("https://example.com"));
-        assert_eq!(request.headers.get("sec-webtransport-http3-draft02"), Some("1"));
+        assert_eq!(
+            request.headers.get("sec-webtransport-http3-draft02"),
+            Some("1")
+        );
     }
 
     #[test]
     fn malformed_and_refused_requests() {
-        let base = [(":method", "CONNECT"), (":protocol", "webtransport-h3"), (":scheme", "https"), (":authority", "a")];
-        assert!(matches!(check_request(fields(&base)), RequestCheck::Malformed(m) if m.contains(":path")));
+        let base = [
+            (":method", "CONNECT"),
+            (":protocol", "webtransport-h3"),
+            (":scheme", "https"),
+            (":authority", "a"),
+        ];
+        assert!(
+            matches!(check_request(fields(&base)), RequestCheck::Malformed(m) if m.contains(":path"))
+        );
         let mut unknown = base.to_vec();
         unknown[1] = (":protocol", "websocket");
         unknown.push((":path", "/"));
-        assert_eq!(check_request(fields(&unknown)), RequestCheck::Refuse(501, "unsupported :protocol"));
+        assert_eq!(
+            check_request(fields(&unknown)),
+            RequestCheck::Refuse(501, "unsupported :protocol")
+        );
         let mut late = base.to_vec();
         late.push(("x", "1"));
         late.push((":path", "/"));
-        assert!(matches!(check_request(fields(&late)), RequestCheck::Malformed(_)));
+        assert!(matches!(
+            check_request(fields(&late)),
+            RequestCheck::Malformed(_)
+        ));
         let mut upper = base.to_vec();
         upper.push((":path", "/"));
         upper.push(("X-Upper", "1"));
-        assert!(matches!(check_request(fields(&upper)), RequestCheck::Malformed(_)));
+        assert!(matches!(
+            check_request(fields(&upper)),
+            RequestCheck::Malformed(_)
+        ));
     }
 
     #[test]
     fn response_status_is_checked() {
-        assert_eq!(check_response(fields(&[(":status", "200")])).unwrap().0, 200);
+        assert_eq!(
+            check_response(fields(&[(":status", "200")])).unwrap().0,
+            200
+        );
         assert!(check_response(fields(&[("x", "1")])).is_err());
         assert!(check_response(fields(&[(":status", "2000")])).is_err());
     }

@@ -16,8 +16,8 @@ use crate::config::Config;
 use crate::connect::{self, RequestCheck};
 use crate::error::{code, ConnectionError, DatagramError, H3Error, SessionError, StreamError};
 use crate::event::{
-    ConnectionHandle, ConnectionStats, Event, Headers, IncomingRequest, SessionCloseReason, SessionId, SessionRequest,
-    SessionStats, StreamId,
+    ConnectionHandle, ConnectionStats, Event, Headers, IncomingRequest, SessionCloseReason,
+    SessionId, SessionRequest, SessionStats, StreamId,
 };
 use crate::frame::{self, FrameEvent, FrameReader};
 use crate::qpack;
@@ -40,6 +40,8 @@ const MAX_CONTROL_FRAME: usize = 16 << 10;
 const MAX_CAPSULE: usize = 4 + MAX_CLOSE_REASON + 64;
 /// Read chunk for control and CONNECT streams.
 const SCRATCH: usize = 16 << 10;
+/// Ranges of skipped peer stream ids remembered (see `Connection::note_unseen`).
+const MAX_UNSEEN_RANGES: usize = 1024;
 
 /// Which WebTransport generations an endpoint advertises and accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,7 +128,10 @@ enum Stream {
     /// A peer stream whose header is not complete yet (quiche has no peek: read it byte-exactly).
     Sniff(Sniff),
     /// The peer's control stream (RFC 9114 section 6.2.1).
-    PeerControl { reader: FrameReader, settings_seen: bool },
+    PeerControl {
+        reader: FrameReader,
+        settings_seen: bool,
+    },
     /// The peer's QPACK encoder stream: with capacity 0 only "Set Dynamic Table Capacity 0" is legal.
     QpackEncoder,
     /// The peer's QPACK decoder stream: read and ignored.
@@ -134,7 +139,9 @@ enum Stream {
     /// A stream we refused (unknown type, push): its data is discarded.
     Discard,
     /// Our control stream, and bytes not yet accepted.
-    LocalControl { out: Vec<u8> },
+    LocalControl {
+        out: Vec<u8>,
+    },
     Request(Box<RequestStream>),
     Data(DataStream),
 }
@@ -238,6 +245,8 @@ pub(crate) struct Connection {
     next_local_uni: u64,
     next_peer_bidi: u64,
     next_peer_uni: u64,
+    /// Peer stream ids below `next_peer_*` that have not arrived yet, as ranges of one stream type (step 4).
+    unseen_peer: Vec<std::ops::Range<u64>>,
     goaway_sent: Option<u64>,
     goaway_received: Option<u64>,
     pending_datagrams: VecDeque<(u64, Bytes)>,
@@ -292,6 +301,7 @@ impl Connection {
             next_local_uni: lu,
             next_peer_bidi: pb,
             next_peer_uni: pu,
+            unseen_peer: Vec::new(),
             goaway_sent: None,
             goaway_received: None,
             pending_datagrams: VecDeque::new(),
@@ -318,11 +328,17 @@ impl Connection {
     }
 
     fn stid(&self, id: u64) -> StreamId {
-        StreamId { conn: self.handle, id }
+        StreamId {
+            conn: self.handle,
+            id,
+        }
     }
 
     fn alive(&self) -> bool {
-        self.violation.is_none() && !self.quic.is_closed() && !self.quic.is_draining() && self.quic.local_error().is_none()
+        self.violation.is_none()
+            && !self.quic.is_closed()
+            && !self.quic.is_draining()
+            && self.quic.local_error().is_none()
     }
 
     /// Closes the connection for a peer's protocol violation (logged; the code goes on the wire).
@@ -341,7 +357,10 @@ impl Connection {
     /// Runs after every input or timeout: starts HTTP/3, reads what quiche made readable, reports what
     /// became writable, routes datagrams, expires buffered streams, and notices the end of the connection.
     pub(crate) fn process(&mut self, now: Instant, ev: &mut VecDeque<Event>) {
-        if self.alive() && (self.quic.is_established() || self.quic.is_in_early_data()) && !self.h3_started {
+        if self.alive()
+            && (self.quic.is_established() || self.quic.is_in_early_data())
+            && !self.h3_started
+        {
             self.start_h3();
         }
         if self.alive() && self.quic.is_established() && !self.connected_reported {
@@ -473,7 +492,10 @@ impl Connection {
         let mut s = Settings::new();
         // Static-only QPACK: browsers use the dynamic table whenever it is offered (PROTOCOL.md).
         s.set(settings::QPACK_MAX_TABLE_CAPACITY, 0);
-        s.set(settings::MAX_FIELD_SECTION_SIZE, self.cfg.max_field_section_size);
+        s.set(
+            settings::MAX_FIELD_SECTION_SIZE,
+            self.cfg.max_field_section_size,
+        );
         s.set(settings::QPACK_BLOCKED_STREAMS, 0);
         s.set(settings::ENABLE_CONNECT_PROTOCOL, 1);
         s.set(settings::H3_DATAGRAM, 1);
@@ -486,9 +508,18 @@ impl Connection {
         }
         if self.dialects.latest {
             s.set(settings::WT_ENABLED, 1);
-            s.set(settings::WT_INITIAL_MAX_DATA, self.cfg.session_max_data.min(varint::MAX));
-            s.set(settings::WT_INITIAL_MAX_STREAMS_UNI, self.cfg.session_max_streams_uni);
-            s.set(settings::WT_INITIAL_MAX_STREAMS_BIDI, self.cfg.session_max_streams_bidi);
+            s.set(
+                settings::WT_INITIAL_MAX_DATA,
+                self.cfg.session_max_data.min(varint::MAX),
+            );
+            s.set(
+                settings::WT_INITIAL_MAX_STREAMS_UNI,
+                self.cfg.session_max_streams_uni,
+            );
+            s.set(
+                settings::WT_INITIAL_MAX_STREAMS_BIDI,
+                self.cfg.session_max_streams_bidi,
+            );
         }
         // A reserved identifier keeps peers honest about ignoring unknown settings (RFC 9114 section 7.2.4.1).
         s.set(0x1f * 0x2a + 0x21, 0x5e);
@@ -513,7 +544,9 @@ impl Connection {
 
     /// Writes pending bytes of our control or CONNECT stream.
     fn flush_local(&mut self, id: u64) {
-        let Some(st) = self.streams.get_mut(&id) else { return };
+        let Some(st) = self.streams.get_mut(&id) else {
+            return;
+        };
         let (out, fin) = match st {
             Stream::LocalControl { out } => (out, false),
             Stream::Request(r) => {
@@ -539,8 +572,9 @@ impl Connection {
             }
         }
         if fin {
-            if let Ok(_) | Err(quiche::Error::StreamStopped(_)) | Err(quiche::Error::InvalidStreamState(_)) =
-                self.quic.stream_send(id, &[], true)
+            if let Ok(_)
+            | Err(quiche::Error::StreamStopped(_))
+            | Err(quiche::Error::InvalidStreamState(_)) = self.quic.stream_send(id, &[], true)
             {
                 if let Some(Stream::Request(r)) = self.streams.get_mut(&id) {
                     r.fin_sent = true;
@@ -553,9 +587,18 @@ impl Connection {
     // Reading
 
     /// Reads one varint from a stream without reading past it.
-    fn read_varint(quic: &mut quiche::Connection, id: u64, buf: &mut SmallVec<[u8; 8]>, fin: &mut bool) -> VarintRead {
+    fn read_varint(
+        quic: &mut quiche::Connection,
+        id: u64,
+        buf: &mut SmallVec<[u8; 8]>,
+        fin: &mut bool,
+    ) -> VarintRead {
         loop {
-            let need = if buf.is_empty() { 1 } else { 1usize << (buf[0] >> 6) };
+            let need = if buf.is_empty() {
+                1
+            } else {
+                1usize << (buf[0] >> 6)
+            };
             if buf.len() == need {
                 let v = varint::read(buf).map(|(v, _)| v).unwrap_or(0);
                 buf.clear();
@@ -579,19 +622,31 @@ impl Connection {
         }
     }
 
-    fn on_readable(&mut self, id: u64, now: Instant, ev: &mut VecDeque<Event>) -> Result<(), H3Error> {
+    fn on_readable(
+        &mut self,
+        id: u64,
+        now: Instant,
+        ev: &mut VecDeque<Event>,
+    ) -> Result<(), H3Error> {
         let local = (id & 0x1 == 1) == self.server;
         if !self.streams.contains_key(&id) {
-            let next = if is_bidi(id) { self.next_peer_bidi } else { self.next_peer_uni };
-            if local || id < next {
+            let next = if is_bidi(id) {
+                self.next_peer_bidi
+            } else {
+                self.next_peer_uni
+            };
+            if local || (id < next && !self.take_unseen(id)) {
                 // A stream we already forgot (its session ended, or we reset it): drop what still arrives.
                 self.discard(id);
                 return Ok(());
             }
-            if is_bidi(id) {
-                self.next_peer_bidi = id + 4;
-            } else {
-                self.next_peer_uni = id + 4;
+            if id >= next {
+                self.note_unseen(next..id);
+                if is_bidi(id) {
+                    self.next_peer_bidi = id + 4;
+                } else {
+                    self.next_peer_uni = id + 4;
+                }
             }
             self.streams.insert(
                 id,
@@ -608,7 +663,10 @@ impl Connection {
             Some(Stream::QpackEncoder) => self.read_qpack_encoder(id),
             Some(Stream::QpackDecoder) => {
                 if self.discard(id) {
-                    return Err(H3Error::new(code::H3_CLOSED_CRITICAL_STREAM, "QPACK decoder stream closed"));
+                    return Err(H3Error::new(
+                        code::H3_CLOSED_CRITICAL_STREAM,
+                        "QPACK decoder stream closed",
+                    ));
                 }
                 Ok(())
             }
@@ -625,6 +683,51 @@ impl Connection {
         }
     }
 
+    /// Remembers peer stream ids skipped by a higher one of their type: QUIC opens them implicitly and their
+    /// first frames may still arrive (RFC 9000 section 3.2). Bounded: past the bound the lowest are given up.
+    fn note_unseen(&mut self, r: std::ops::Range<u64>) {
+        if r.is_empty() {
+            return;
+        }
+        if self.unseen_peer.len() >= MAX_UNSEEN_RANGES {
+            if let Some((i, _)) = self
+                .unseen_peer
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, r)| r.start)
+            {
+                self.unseen_peer.swap_remove(i);
+            }
+        }
+        self.unseen_peer.push(r);
+    }
+
+    fn unseen_index(&self, id: u64) -> Option<usize> {
+        self.unseen_peer
+            .iter()
+            .position(|r| r.contains(&id) && (id - r.start).is_multiple_of(4))
+    }
+
+    /// True when `id` is a peer stream below `next_peer_*` that has not arrived yet.
+    fn peer_unseen(&self, id: u64) -> bool {
+        self.unseen_index(id).is_some()
+    }
+
+    /// Marks a skipped peer stream as arrived; false when it was not waited for.
+    fn take_unseen(&mut self, id: u64) -> bool {
+        let Some(i) = self.unseen_index(id) else {
+            return false;
+        };
+        let r = self.unseen_peer.swap_remove(i);
+        if r.start < id {
+            self.unseen_peer.push(r.start..id);
+        }
+        if id + 4 < r.end {
+            self.unseen_peer.push(id + 4..r.end);
+        }
+        true
+    }
+
     /// Drops whatever is readable; true when the stream ended (FIN or reset).
     fn discard(&mut self, id: u64) -> bool {
         loop {
@@ -637,7 +740,12 @@ impl Connection {
         }
     }
 
-    fn read_sniff(&mut self, id: u64, now: Instant, ev: &mut VecDeque<Event>) -> Result<(), H3Error> {
+    fn read_sniff(
+        &mut self,
+        id: u64,
+        now: Instant,
+        ev: &mut VecDeque<Event>,
+    ) -> Result<(), H3Error> {
         let Some(Stream::Sniff(mut sn)) = self.streams.remove(&id) else {
             return Ok(());
         };
@@ -661,7 +769,10 @@ impl Connection {
             match first {
                 stream_type::CONTROL => {
                     if self.have_peer_control {
-                        return Err(H3Error::new(code::H3_STREAM_CREATION_ERROR, "second control stream"));
+                        return Err(H3Error::new(
+                            code::H3_STREAM_CREATION_ERROR,
+                            "second control stream",
+                        ));
                     }
                     self.have_peer_control = true;
                     self.streams.insert(
@@ -672,35 +783,69 @@ impl Connection {
                         },
                     );
                     if fin {
-                        return Err(H3Error::new(code::H3_CLOSED_CRITICAL_STREAM, "control stream closed"));
+                        return Err(H3Error::new(
+                            code::H3_CLOSED_CRITICAL_STREAM,
+                            "control stream closed",
+                        ));
                     }
                     return self.read_control(id, ev);
                 }
                 stream_type::QPACK_ENCODER | stream_type::QPACK_DECODER => {
                     let enc = first == stream_type::QPACK_ENCODER;
-                    let seen = if enc { &mut self.have_peer_encoder } else { &mut self.have_peer_decoder };
+                    let seen = if enc {
+                        &mut self.have_peer_encoder
+                    } else {
+                        &mut self.have_peer_decoder
+                    };
                     if *seen {
-                        return Err(H3Error::new(code::H3_STREAM_CREATION_ERROR, "second QPACK stream of one type"));
+                        return Err(H3Error::new(
+                            code::H3_STREAM_CREATION_ERROR,
+                            "second QPACK stream of one type",
+                        ));
                     }
                     *seen = true;
                     if fin {
-                        return Err(H3Error::new(code::H3_CLOSED_CRITICAL_STREAM, "QPACK stream closed"));
+                        return Err(H3Error::new(
+                            code::H3_CLOSED_CRITICAL_STREAM,
+                            "QPACK stream closed",
+                        ));
                     }
-                    self.streams.insert(id, if enc { Stream::QpackEncoder } else { Stream::QpackDecoder });
-                    return if enc { self.read_qpack_encoder(id) } else { Ok(()) };
+                    self.streams.insert(
+                        id,
+                        if enc {
+                            Stream::QpackEncoder
+                        } else {
+                            Stream::QpackDecoder
+                        },
+                    );
+                    return if enc {
+                        self.read_qpack_encoder(id)
+                    } else {
+                        Ok(())
+                    };
                 }
                 stream_type::PUSH => {
                     if self.server {
-                        return Err(H3Error::new(code::H3_STREAM_CREATION_ERROR, "push stream from a client"));
+                        return Err(H3Error::new(
+                            code::H3_STREAM_CREATION_ERROR,
+                            "push stream from a client",
+                        ));
                     }
                     // We never send MAX_PUSH_ID, so any push id exceeds it (RFC 9114 section 4.6).
-                    return Err(H3Error::new(code::H3_ID_ERROR, "push stream without MAX_PUSH_ID"));
+                    return Err(H3Error::new(
+                        code::H3_ID_ERROR,
+                        "push stream without MAX_PUSH_ID",
+                    ));
                 }
                 stream_type::WEBTRANSPORT => {}
                 other => {
                     // Unknown and GREASE stream types: abort reading (RFC 9114 section 6.2).
                     log::debug!("stream {id}: ignoring unknown stream type {other:#x}");
-                    let _ = self.quic.stream_shutdown(id, quiche::Shutdown::Read, code::H3_STREAM_CREATION_ERROR);
+                    let _ = self.quic.stream_shutdown(
+                        id,
+                        quiche::Shutdown::Read,
+                        code::H3_STREAM_CREATION_ERROR,
+                    );
                     self.streams.insert(id, Stream::Discard);
                     return Ok(());
                 }
@@ -716,7 +861,10 @@ impl Connection {
             self.streams.insert(
                 id,
                 Stream::Request(Box::new(RequestStream {
-                    reader: FrameReader::with_type(first, self.cfg.max_field_section_size.min(1 << 20) as usize * 2),
+                    reader: FrameReader::with_type(
+                        first,
+                        self.cfg.max_field_section_size.min(1 << 20) as usize * 2,
+                    ),
                     capsules: CapsuleParser::new(MAX_CAPSULE),
                     headers_done: false,
                     out: Vec::new(),
@@ -755,7 +903,10 @@ impl Connection {
     ) -> Result<(), H3Error> {
         // Session ids are client-initiated bidirectional stream ids (section 4.1).
         if session & 0x3 != 0 {
-            return Err(H3Error::new(code::H3_ID_ERROR, format!("session id {session} is not a request stream")));
+            return Err(H3Error::new(
+                code::H3_ID_ERROR,
+                format!("session id {session} is not a request stream"),
+            ));
         }
         let bidi = is_bidi(id);
         let ds = DataStream {
@@ -782,18 +933,23 @@ impl Connection {
                     session: self.sid(session),
                 });
                 if fin || self.quic.stream_readable(id) {
-                    ev.push_back(Event::StreamReadable { stream: self.stid(id) });
+                    ev.push_back(Event::StreamReadable {
+                        stream: self.stid(id),
+                    });
                 }
                 Ok(())
             }
             Some(_) => self.buffer_stream(id, ds, now),
             None => {
                 let may_come = if self.server {
-                    session >= self.next_peer_bidi
+                    session >= self.next_peer_bidi || self.peer_unseen(session)
                 } else if session < self.next_local_bidi {
                     false
                 } else {
-                    return Err(H3Error::new(code::H3_ID_ERROR, format!("stream for session {session} we never opened")));
+                    return Err(H3Error::new(
+                        code::H3_ID_ERROR,
+                        format!("stream for session {session} we never opened"),
+                    ));
                 };
                 if may_come {
                     self.buffer_stream(id, ds, now)
@@ -807,7 +963,10 @@ impl Connection {
 
     fn buffer_stream(&mut self, id: u64, mut ds: DataStream, now: Instant) -> Result<(), H3Error> {
         if self.buffered_streams >= self.cfg.max_buffered_streams {
-            log::debug!("stream {id}: rejecting, {} streams already wait for sessions", self.buffered_streams);
+            log::debug!(
+                "stream {id}: rejecting, {} streams already wait for sessions",
+                self.buffered_streams
+            );
             self.streams_rejected += 1;
             self.reject_stream(id, code::WT_BUFFERED_STREAM_REJECTED);
             return Ok(());
@@ -869,16 +1028,28 @@ impl Connection {
         r
     }
 
-    fn read_control_inner(&mut self, id: u64, buf: &mut [u8], ev: &mut VecDeque<Event>) -> Result<(), H3Error> {
+    fn read_control_inner(
+        &mut self,
+        id: u64,
+        buf: &mut [u8],
+        ev: &mut VecDeque<Event>,
+    ) -> Result<(), H3Error> {
         loop {
             let (n, fin) = match self.quic.stream_recv(id, buf) {
                 Ok(v) => v,
                 Err(quiche::Error::Done) => return Ok(()),
                 Err(_) => {
-                    return Err(H3Error::new(code::H3_CLOSED_CRITICAL_STREAM, "control stream reset"));
+                    return Err(H3Error::new(
+                        code::H3_CLOSED_CRITICAL_STREAM,
+                        "control stream reset",
+                    ));
                 }
             };
-            let Some(Stream::PeerControl { mut reader, mut settings_seen }) = self.streams.remove(&id) else {
+            let Some(Stream::PeerControl {
+                mut reader,
+                mut settings_seen,
+            }) = self.streams.remove(&id)
+            else {
                 return Ok(());
             };
             let mut frames: Vec<(u64, Vec<u8>)> = Vec::new();
@@ -892,8 +1063,14 @@ impl Connection {
             let mut result = r;
             // The reader skips unknown (GREASE) frames without reporting them; one of those first is still
             // "any other frame type" (RFC 9114 section 6.2.1).
-            if let Some(t) = reader.first_type().filter(|t| result.is_ok() && !settings_seen && *t != frame::SETTINGS) {
-                result = Err(H3Error::new(code::H3_MISSING_SETTINGS, format!("first control frame is {t:#x}")));
+            if let Some(t) = reader
+                .first_type()
+                .filter(|t| result.is_ok() && !settings_seen && *t != frame::SETTINGS)
+            {
+                result = Err(H3Error::new(
+                    code::H3_MISSING_SETTINGS,
+                    format!("first control frame is {t:#x}"),
+                ));
             }
             for (ty, payload) in frames {
                 if result.is_err() {
@@ -901,10 +1078,19 @@ impl Connection {
                 }
                 result = self.control_frame(ty, &payload, &mut settings_seen, ev);
             }
-            self.streams.insert(id, Stream::PeerControl { reader, settings_seen });
+            self.streams.insert(
+                id,
+                Stream::PeerControl {
+                    reader,
+                    settings_seen,
+                },
+            );
             result?;
             if fin {
-                return Err(H3Error::new(code::H3_CLOSED_CRITICAL_STREAM, "control stream closed"));
+                return Err(H3Error::new(
+                    code::H3_CLOSED_CRITICAL_STREAM,
+                    "control stream closed",
+                ));
             }
         }
     }
@@ -919,7 +1105,10 @@ impl Connection {
     ) -> Result<(), H3Error> {
         if !*settings_seen {
             if ty != frame::SETTINGS {
-                return Err(H3Error::new(code::H3_MISSING_SETTINGS, format!("first control frame is {ty:#x}")));
+                return Err(H3Error::new(
+                    code::H3_MISSING_SETTINGS,
+                    format!("first control frame is {ty:#x}"),
+                ));
             }
             *settings_seen = true;
             let s = Settings::decode(payload)?;
@@ -927,7 +1116,10 @@ impl Connection {
             return Ok(());
         }
         match ty {
-            frame::SETTINGS => Err(H3Error::new(code::H3_FRAME_UNEXPECTED, "second SETTINGS frame")),
+            frame::SETTINGS => Err(H3Error::new(
+                code::H3_FRAME_UNEXPECTED,
+                "second SETTINGS frame",
+            )),
             frame::DATA | frame::HEADERS | frame::PUSH_PROMISE => Err(H3Error::new(
                 code::H3_FRAME_UNEXPECTED,
                 format!("frame {ty:#x} on the control stream"),
@@ -938,14 +1130,18 @@ impl Connection {
             }
             frame::MAX_PUSH_ID => {
                 if !self.server {
-                    return Err(H3Error::new(code::H3_FRAME_UNEXPECTED, "MAX_PUSH_ID from a server"));
+                    return Err(H3Error::new(
+                        code::H3_FRAME_UNEXPECTED,
+                        "MAX_PUSH_ID from a server",
+                    ));
                 }
                 Ok(())
             }
             frame::CANCEL_PUSH => Ok(()),
-            t if frame::is_h2_reserved(t) => {
-                Err(H3Error::new(code::H3_FRAME_UNEXPECTED, format!("HTTP/2 frame type {t:#x}")))
-            }
+            t if frame::is_h2_reserved(t) => Err(H3Error::new(
+                code::H3_FRAME_UNEXPECTED,
+                format!("HTTP/2 frame type {t:#x}"),
+            )),
             _ => Ok(()),
         }
     }
@@ -970,7 +1166,10 @@ impl Connection {
         // A server's GOAWAY carries a client-initiated bidirectional stream id (RFC 9114 section 5.2), and
         // the id never increases.
         if !self.server && id & 0x3 != 0 {
-            return Err(H3Error::new(code::H3_ID_ERROR, format!("GOAWAY with stream id {id}")));
+            return Err(H3Error::new(
+                code::H3_ID_ERROR,
+                format!("GOAWAY with stream id {id}"),
+            ));
         }
         if let Some(prev) = self.goaway_received {
             if id > prev {
@@ -978,7 +1177,10 @@ impl Connection {
             }
         }
         self.goaway_received = Some(id);
-        ev.push_back(Event::GoAway { conn: self.handle, id });
+        ev.push_back(Event::GoAway {
+            conn: self.handle,
+            id,
+        });
         let ids: Vec<u64> = self.sessions.keys().copied().collect();
         for sid in ids {
             let s = self.sessions.get_mut(&sid).expect("listed");
@@ -989,7 +1191,9 @@ impl Connection {
             }
             if s.state == SessionState::Established && !s.draining_reported {
                 s.draining_reported = true;
-                ev.push_back(Event::SessionDraining { session: self.sid(sid) });
+                ev.push_back(Event::SessionDraining {
+                    session: self.sid(sid),
+                });
             }
         }
         Ok(())
@@ -1009,11 +1213,19 @@ impl Connection {
                         ));
                     }
                     if fin {
-                        return Err(H3Error::new(code::H3_CLOSED_CRITICAL_STREAM, "QPACK encoder stream closed"));
+                        return Err(H3Error::new(
+                            code::H3_CLOSED_CRITICAL_STREAM,
+                            "QPACK encoder stream closed",
+                        ));
                     }
                 }
                 Err(quiche::Error::Done) => return Ok(()),
-                Err(_) => return Err(H3Error::new(code::H3_CLOSED_CRITICAL_STREAM, "QPACK encoder stream reset")),
+                Err(_) => {
+                    return Err(H3Error::new(
+                        code::H3_CLOSED_CRITICAL_STREAM,
+                        "QPACK encoder stream reset",
+                    ))
+                }
             }
         }
     }
@@ -1025,7 +1237,12 @@ impl Connection {
         r
     }
 
-    fn read_request_inner(&mut self, id: u64, buf: &mut [u8], ev: &mut VecDeque<Event>) -> Result<(), H3Error> {
+    fn read_request_inner(
+        &mut self,
+        id: u64,
+        buf: &mut [u8],
+        ev: &mut VecDeque<Event>,
+    ) -> Result<(), H3Error> {
         loop {
             let over = matches!(self.streams.get(&id), Some(Stream::Request(r)) if r.over);
             if over {
@@ -1066,7 +1283,10 @@ impl Connection {
                     FrameEvent::Data(d) => {
                         if !*headers_done {
                             // DATA before HEADERS (RFC 9114 section 4.1).
-                            return Err(H3Error::new(code::H3_FRAME_UNEXPECTED, "DATA before HEADERS"));
+                            return Err(H3Error::new(
+                                code::H3_FRAME_UNEXPECTED,
+                                "DATA before HEADERS",
+                            ));
                         }
                         if capsule_err.is_none() {
                             if let Err(e) = parser.push(d, &mut capsules) {
@@ -1086,13 +1306,22 @@ impl Connection {
                 match ty {
                     frame::HEADERS => self.on_headers(id, &payload, ev)?,
                     t if frame::is_h2_reserved(t) => {
-                        return Err(H3Error::new(code::H3_FRAME_UNEXPECTED, format!("HTTP/2 frame {t:#x}")))
+                        return Err(H3Error::new(
+                            code::H3_FRAME_UNEXPECTED,
+                            format!("HTTP/2 frame {t:#x}"),
+                        ))
                     }
                     frame::SETTINGS | frame::GOAWAY | frame::MAX_PUSH_ID | frame::CANCEL_PUSH => {
-                        return Err(H3Error::new(code::H3_FRAME_UNEXPECTED, format!("frame {ty:#x} on a request stream")))
+                        return Err(H3Error::new(
+                            code::H3_FRAME_UNEXPECTED,
+                            format!("frame {ty:#x} on a request stream"),
+                        ))
                     }
                     frame::PUSH_PROMISE => {
-                        return Err(H3Error::new(code::H3_ID_ERROR, "PUSH_PROMISE without MAX_PUSH_ID"))
+                        return Err(H3Error::new(
+                            code::H3_ID_ERROR,
+                            "PUSH_PROMISE without MAX_PUSH_ID",
+                        ))
                     }
                     _ => {}
                 }
@@ -1143,7 +1372,12 @@ impl Connection {
         }
     }
 
-    fn on_headers(&mut self, id: u64, block: &[u8], ev: &mut VecDeque<Event>) -> Result<(), H3Error> {
+    fn on_headers(
+        &mut self,
+        id: u64,
+        block: &[u8],
+        ev: &mut VecDeque<Event>,
+    ) -> Result<(), H3Error> {
         let already = self.sessions.get(&id).map(|s| s.state);
         let fields = match qpack::decode(block, self.cfg.max_field_section_size) {
             Ok(f) => f,
@@ -1156,7 +1390,12 @@ impl Connection {
                 }
                 return Ok(());
             }
-            Err(e) => return Err(H3Error::new(code::QPACK_DECOMPRESSION_FAILED, e.to_string())),
+            Err(e) => {
+                return Err(H3Error::new(
+                    code::QPACK_DECOMPRESSION_FAILED,
+                    e.to_string(),
+                ))
+            }
         };
         if self.server {
             if already.is_some() {
@@ -1228,7 +1467,8 @@ impl Connection {
                 }
                 // Requests at or above a GOAWAY we sent, or beyond the sessions we allow, are rejected
                 // without processing (RFC 9114 section 5.2; draft section 3.1).
-                let rejected = self.goaway_sent.is_some_and(|g| id >= g) || self.sessions.len() as u64 >= self.allowed_sessions();
+                let rejected = self.goaway_sent.is_some_and(|g| id >= g)
+                    || self.sessions.len() as u64 >= self.allowed_sessions();
                 if rejected {
                     log::debug!("stream {id}: session refused (limit or GOAWAY)");
                     self.abort_request(id, code::H3_REQUEST_REJECTED, ev);
@@ -1254,7 +1494,8 @@ impl Connection {
     /// Sessions the peer may hold open at once: more than one only where per-session flow control is in use
     /// (PROTOCOL.md; draft section 5.2).
     fn allowed_sessions(&self) -> u64 {
-        let fc = self.dialects.latest && self.peer.as_ref().is_some_and(|p| p.flow_control.is_some());
+        let fc =
+            self.dialects.latest && self.peer.as_ref().is_some_and(|p| p.flow_control.is_some());
         if fc {
             self.cfg.max_sessions.max(1)
         } else {
@@ -1345,9 +1586,14 @@ impl Connection {
             }
             Capsule::MaxData(v) | Capsule::MaxStreamsBidi(v) | Capsule::MaxStreamsUni(v) => {
                 let sid = self.sid(id);
-                let Some(s) = self.sessions.get_mut(&id) else { return };
-                let Some(cr) = s.send_credit.as_mut() else { return };
-                let (was_blocked_streams, was_blocked_data) = (cr.streams_blocked, cr.sent >= cr.max_data);
+                let Some(s) = self.sessions.get_mut(&id) else {
+                    return;
+                };
+                let Some(cr) = s.send_credit.as_mut() else {
+                    return;
+                };
+                let (was_blocked_streams, was_blocked_data) =
+                    (cr.streams_blocked, cr.sent >= cr.max_data);
                 match c {
                     Capsule::MaxData(_) => cr.max_data = cr.max_data.max(v),
                     Capsule::MaxStreamsBidi(_) => cr.max_bidi = cr.max_bidi.max(v),
@@ -1373,11 +1619,15 @@ impl Connection {
                         })
                         .collect();
                     for w in wake {
-                        ev.push_back(Event::StreamWritable { stream: self.stid(w) });
+                        ev.push_back(Event::StreamWritable {
+                            stream: self.stid(w),
+                        });
                     }
                 }
             }
-            Capsule::DataBlocked(_) | Capsule::StreamsBlockedBidi(_) | Capsule::StreamsBlockedUni(_) => {
+            Capsule::DataBlocked(_)
+            | Capsule::StreamsBlockedBidi(_)
+            | Capsule::StreamsBlockedUni(_) => {
                 log::debug!("session {id}: peer reports it is blocked: {c:?}");
             }
             Capsule::Unknown { ty, .. } => log::trace!("session {id}: skipped capsule {ty:#x}"),
@@ -1387,8 +1637,12 @@ impl Connection {
     /// The peer broke a session's rules: reset its CONNECT stream with `e.code` and end the session.
     fn session_violation(&mut self, id: u64, e: H3Error, ev: &mut VecDeque<Event>) {
         log::warn!("session {id}: {e}");
-        let _ = self.quic.stream_shutdown(id, quiche::Shutdown::Read, e.code);
-        let _ = self.quic.stream_shutdown(id, quiche::Shutdown::Write, e.code);
+        let _ = self
+            .quic
+            .stream_shutdown(id, quiche::Shutdown::Read, e.code);
+        let _ = self
+            .quic
+            .stream_shutdown(id, quiche::Shutdown::Write, e.code);
         self.streams.remove(&id);
         self.end_session(
             id,
@@ -1403,7 +1657,13 @@ impl Connection {
 
     /// Ends a session: resets its streams with WT_SESSION_GONE, drops its datagrams, finishes our side of
     /// the CONNECT stream when `fin` (section 6), and reports it.
-    fn end_session(&mut self, id: u64, reason: SessionCloseReason, fin: bool, ev: &mut VecDeque<Event>) {
+    fn end_session(
+        &mut self,
+        id: u64,
+        reason: SessionCloseReason,
+        fin: bool,
+        ev: &mut VecDeque<Event>,
+    ) {
         if self.sessions.remove(&id).is_none() {
             return;
         }
@@ -1421,10 +1681,16 @@ impl Connection {
                     self.buffered_streams -= 1;
                 }
                 if matches!(d.recv, RecvSide::Open) {
-                    let _ = self.quic.stream_shutdown(s, quiche::Shutdown::Read, code::WT_SESSION_GONE);
+                    let _ =
+                        self.quic
+                            .stream_shutdown(s, quiche::Shutdown::Read, code::WT_SESSION_GONE);
                 }
                 if matches!(d.send, SendSide::Open) {
-                    let _ = self.quic.stream_shutdown(s, quiche::Shutdown::Write, code::WT_SESSION_GONE);
+                    let _ = self.quic.stream_shutdown(
+                        s,
+                        quiche::Shutdown::Write,
+                        code::WT_SESSION_GONE,
+                    );
                 }
             }
         }
@@ -1522,7 +1788,9 @@ impl Connection {
             });
             let fin = matches!(self.streams.get(&sid), Some(Stream::Data(d)) if d.fin_buffered);
             if fin || self.quic.stream_readable(sid) {
-                ev.push_back(Event::StreamReadable { stream: self.stid(sid) });
+                ev.push_back(Event::StreamReadable {
+                    stream: self.stid(sid),
+                });
             }
         }
         let mut got = false;
@@ -1536,19 +1804,25 @@ impl Connection {
         }
         self.pending_datagrams = rest;
         if got {
-            ev.push_back(Event::DatagramReceived { session: self.sid(id) });
+            ev.push_back(Event::DatagramReceived {
+                session: self.sid(id),
+            });
         }
     }
 
     /// Counts a peer-opened stream against the limits we advertised.
     fn count_peer_stream(&mut self, session: u64, bidi: bool) -> Result<(), H3Error> {
-        let Some(s) = self.sessions.get_mut(&session) else { return Ok(()) };
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return Ok(());
+        };
         if bidi {
             s.stats.peer_bidi_streams += 1;
         } else {
             s.stats.peer_uni_streams += 1;
         }
-        let Some(rc) = s.recv_credit.as_mut() else { return Ok(()) };
+        let Some(rc) = s.recv_credit.as_mut() else {
+            return Ok(());
+        };
         let (opened, max) = if bidi {
             rc.opened_bidi += 1;
             (rc.opened_bidi, rc.max_bidi)
@@ -1566,7 +1840,9 @@ impl Connection {
     }
 
     fn data_readable(&mut self, id: u64, ev: &mut VecDeque<Event>) {
-        let Some(Stream::Data(d)) = self.streams.get_mut(&id) else { return };
+        let Some(Stream::Data(d)) = self.streams.get_mut(&id) else {
+            return;
+        };
         if d.buffered_until.is_some() {
             // Left in quiche's buffer (bounded by QUIC flow control) until the session is established.
             return;
@@ -1581,7 +1857,10 @@ impl Connection {
             Err(quiche::Error::StreamReset(c)) => {
                 d.recv = RecvSide::Reset(h3_to_app(c));
                 ev.push_back(Event::StreamReset {
-                    stream: StreamId { conn: self.handle, id },
+                    stream: StreamId {
+                        conn: self.handle,
+                        id,
+                    },
                     code: h3_to_app(c),
                 });
                 self.maybe_forget(id);
@@ -1591,7 +1870,10 @@ impl Connection {
                     d.fin_buffered = true;
                 }
                 ev.push_back(Event::StreamReadable {
-                    stream: StreamId { conn: self.handle, id },
+                    stream: StreamId {
+                        conn: self.handle,
+                        id,
+                    },
                 });
             }
             Err(_) => {}
@@ -1609,7 +1891,9 @@ impl Connection {
         }
         let stid = self.stid(id);
         let cap = self.quic.stream_capacity(id);
-        let Some(Stream::Data(d)) = self.streams.get_mut(&id) else { return };
+        let Some(Stream::Data(d)) = self.streams.get_mut(&id) else {
+            return;
+        };
         if let Err(quiche::Error::StreamStopped(c)) = cap {
             if matches!(d.send, SendSide::Open | SendSide::Finished) {
                 let code = h3_to_app(c);
@@ -1631,7 +1915,10 @@ impl Connection {
                 return;
             }
         }
-        if d.fin_pending && matches!(d.send, SendSide::Open) && self.quic.stream_send(id, &[], true).is_ok() {
+        if d.fin_pending
+            && matches!(d.send, SendSide::Open)
+            && self.quic.stream_send(id, &[], true).is_ok()
+        {
             d.fin_pending = false;
             d.send = SendSide::Finished;
         }
@@ -1655,7 +1942,9 @@ impl Connection {
             .streams
             .iter()
             .filter_map(|(id, st)| match st {
-                Stream::Data(d) if matches!(d.send, SendSide::Open | SendSide::Finished) => Some(*id),
+                Stream::Data(d) if matches!(d.send, SendSide::Open | SendSide::Finished) => {
+                    Some(*id)
+                }
                 _ => None,
             })
             .collect();
@@ -1668,7 +1957,9 @@ impl Connection {
 
     /// Forgets a data stream both of whose directions are over; returns stream credit to the peer.
     fn maybe_forget(&mut self, id: u64) {
-        let Some(Stream::Data(d)) = self.streams.get(&id) else { return };
+        let Some(Stream::Data(d)) = self.streams.get(&id) else {
+            return;
+        };
         let recv_over = !matches!(d.recv, RecvSide::Open);
         let send_over = !matches!(d.send, SendSide::Open) && !d.fin_pending;
         if !(recv_over && send_over) {
@@ -1683,8 +1974,12 @@ impl Connection {
 
     /// Raises the peer's stream limit as its streams close, in batches of half the window.
     fn grant_stream_credit(&mut self, session: u64, bidi: bool) {
-        let Some(s) = self.sessions.get_mut(&session) else { return };
-        let Some(rc) = s.recv_credit.as_mut() else { return };
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        let Some(rc) = s.recv_credit.as_mut() else {
+            return;
+        };
         let capsule = if bidi {
             rc.closed_bidi += 1;
             let target = rc.closed_bidi + rc.window_bidi;
@@ -1706,8 +2001,12 @@ impl Connection {
     }
 
     fn grant_data_credit(&mut self, session: u64, n: u64) {
-        let Some(s) = self.sessions.get_mut(&session) else { return };
-        let Some(rc) = s.recv_credit.as_mut() else { return };
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        let Some(rc) = s.recv_credit.as_mut() else {
+            return;
+        };
         rc.consumed += n;
         let target = rc.consumed.saturating_add(rc.window_data).min(varint::MAX);
         if target > rc.max_data && target - rc.max_data >= rc.window_data / 2 {
@@ -1723,10 +2022,16 @@ impl Connection {
         let mut notify: SmallVec<[u64; 4]> = SmallVec::new();
         while let Ok(d) = self.quic.dgram_recv_buf() {
             let Some((q, n)) = varint::read(&d) else {
-                return Err(H3Error::new(code::H3_DATAGRAM_ERROR, "datagram without quarter stream id"));
+                return Err(H3Error::new(
+                    code::H3_DATAGRAM_ERROR,
+                    "datagram without quarter stream id",
+                ));
             };
             if q > (1 << 60) - 1 {
-                return Err(H3Error::new(code::H3_DATAGRAM_ERROR, "quarter stream id out of range"));
+                return Err(H3Error::new(
+                    code::H3_DATAGRAM_ERROR,
+                    "quarter stream id out of range",
+                ));
             }
             let sid = q * 4;
             let mut payload = Bytes::from(d);
@@ -1739,7 +2044,8 @@ impl Connection {
                 }
                 Some(_) => self.buffer_datagram(sid, payload),
                 None => {
-                    let may_come = if self.server { sid >= self.next_peer_bidi } else { false };
+                    let may_come =
+                        self.server && (sid >= self.next_peer_bidi || self.peer_unseen(sid));
                     if may_come {
                         self.buffer_datagram(sid, payload);
                     } else {
@@ -1750,7 +2056,9 @@ impl Connection {
             }
         }
         for sid in notify {
-            ev.push_back(Event::DatagramReceived { session: self.sid(sid) });
+            ev.push_back(Event::DatagramReceived {
+                session: self.sid(sid),
+            });
         }
         Ok(())
     }
@@ -1767,7 +2075,9 @@ impl Connection {
     /// nudge). A full queue drops its oldest datagram: fresh data matters most for datagram traffic.
     fn queue_datagram(&mut self, sid: u64, payload: Bytes) -> bool {
         let limit = self.cfg.datagram_recv_queue.max(1);
-        let Some(s) = self.sessions.get_mut(&sid) else { return false };
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return false;
+        };
         let was_empty = s.datagrams.is_empty();
         if s.datagrams.len() >= limit {
             s.datagrams.pop_front();
@@ -1833,7 +2143,11 @@ impl Connection {
     }
 
     /// Client: starts a session; the CONNECT goes out once the server's SETTINGS are known.
-    pub(crate) fn open_session(&mut self, req: SessionRequest, ev: &mut VecDeque<Event>) -> Result<u64, SessionError> {
+    pub(crate) fn open_session(
+        &mut self,
+        req: SessionRequest,
+        ev: &mut VecDeque<Event>,
+    ) -> Result<u64, SessionError> {
         if self.server {
             return Err(SessionError::InvalidState("servers do not open sessions"));
         }
@@ -1847,7 +2161,11 @@ impl Connection {
         connect::request_fields(&req, Dialect::Latest)?;
         if let Some(p) = &self.peer {
             let fc = p.flow_control.is_some() && self.dialects.latest;
-            let limit = if fc { p.max_sessions } else { p.max_sessions.min(1) };
+            let limit = if fc {
+                p.max_sessions
+            } else {
+                p.max_sessions.min(1)
+            };
             if self.dialect_with(p).is_none() || self.sessions.len() as u64 >= limit {
                 return Err(SessionError::NotSupported);
             }
@@ -1898,7 +2216,9 @@ impl Connection {
             self.end_session(id, SessionCloseReason::NotSupported, false, ev);
             return;
         };
-        let Some(s) = self.sessions.get_mut(&id) else { return };
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
         let req = s.pending_request.take().expect("pending request");
         s.dialect = dialect;
         s.state = SessionState::Requested;
@@ -1939,10 +2259,17 @@ impl Connection {
     }
 
     pub(crate) fn session_established_now(&self, id: u64) -> bool {
-        self.sessions.get(&id).is_some_and(|s| s.state == SessionState::Established)
+        self.sessions
+            .get(&id)
+            .is_some_and(|s| s.state == SessionState::Established)
     }
 
-    pub(crate) fn accept_session(&mut self, id: u64, headers: &Headers, ev: &mut VecDeque<Event>) -> Result<(), SessionError> {
+    pub(crate) fn accept_session(
+        &mut self,
+        id: u64,
+        headers: &Headers,
+        ev: &mut VecDeque<Event>,
+    ) -> Result<(), SessionError> {
         self.answer_session(id, 200, headers, ev)
     }
 
@@ -1963,7 +2290,10 @@ impl Connection {
         }
         let fields = connect::response_fields(status, s.dialect, headers)?;
         let size = connect::section_size(&fields);
-        let limit = self.peer.as_ref().map_or(u64::MAX, |p| p.max_field_section_size);
+        let limit = self
+            .peer
+            .as_ref()
+            .map_or(u64::MAX, |p| p.max_field_section_size);
         if size > limit {
             return Err(SessionError::HeadersTooLarge { size, limit });
         }
@@ -1989,18 +2319,33 @@ impl Connection {
     }
 
     /// Closes a session with a CLOSE_WEBTRANSPORT_SESSION capsule and FIN (section 6).
-    pub(crate) fn close_session(&mut self, id: u64, code: u32, reason: &str, ev: &mut VecDeque<Event>) -> Result<(), SessionError> {
+    pub(crate) fn close_session(
+        &mut self,
+        id: u64,
+        code: u32,
+        reason: &str,
+        ev: &mut VecDeque<Event>,
+    ) -> Result<(), SessionError> {
         if reason.len() > MAX_CLOSE_REASON {
             return Err(SessionError::ReasonTooLong(reason.len()));
         }
         let s = self.sessions.get(&id).ok_or(SessionError::Closed)?;
         if s.state == SessionState::Incoming {
-            return Err(SessionError::InvalidState("accept or reject the session first"));
+            return Err(SessionError::InvalidState(
+                "accept or reject the session first",
+            ));
         }
-        if matches!(s.state, SessionState::AwaitingSettings | SessionState::Requested) {
+        if matches!(
+            s.state,
+            SessionState::AwaitingSettings | SessionState::Requested
+        ) {
             // Nothing established yet: cancel the request.
-            let _ = self.quic.stream_shutdown(id, quiche::Shutdown::Write, code::H3_REQUEST_CANCELLED);
-            let _ = self.quic.stream_shutdown(id, quiche::Shutdown::Read, code::H3_REQUEST_CANCELLED);
+            let _ =
+                self.quic
+                    .stream_shutdown(id, quiche::Shutdown::Write, code::H3_REQUEST_CANCELLED);
+            let _ =
+                self.quic
+                    .stream_shutdown(id, quiche::Shutdown::Read, code::H3_REQUEST_CANCELLED);
             self.streams.remove(&id);
         } else {
             self.send_capsule(
@@ -2041,20 +2386,35 @@ impl Connection {
 
     /// Opens a WebTransport stream on an established session (section 4.2 / 4.3).
     pub(crate) fn open_stream(&mut self, session: u64, bidi: bool) -> Result<u64, SessionError> {
-        let s = self.sessions.get_mut(&session).ok_or(SessionError::Closed)?;
+        let s = self
+            .sessions
+            .get_mut(&session)
+            .ok_or(SessionError::Closed)?;
         if s.state != SessionState::Established {
             return Err(SessionError::InvalidState("session not established"));
         }
-        let quic_left = if bidi { self.quic.peer_streams_left_bidi() } else { self.quic.peer_streams_left_uni() };
+        let quic_left = if bidi {
+            self.quic.peer_streams_left_bidi()
+        } else {
+            self.quic.peer_streams_left_uni()
+        };
         if quic_left == 0 {
             return Err(SessionError::StreamLimit);
         }
         if let Some(cr) = s.send_credit.as_mut() {
-            let (opened, max) = if bidi { (cr.opened_bidi, cr.max_bidi) } else { (cr.opened_uni, cr.max_uni) };
+            let (opened, max) = if bidi {
+                (cr.opened_bidi, cr.max_bidi)
+            } else {
+                (cr.opened_uni, cr.max_uni)
+            };
             if opened >= max {
                 if !cr.streams_blocked {
                     cr.streams_blocked = true;
-                    let c = if bidi { Capsule::StreamsBlockedBidi(max) } else { Capsule::StreamsBlockedUni(max) };
+                    let c = if bidi {
+                        Capsule::StreamsBlockedBidi(max)
+                    } else {
+                        Capsule::StreamsBlockedUni(max)
+                    };
                     self.send_capsule(session, &c);
                 }
                 return Err(SessionError::StreamLimit);
@@ -2079,7 +2439,14 @@ impl Connection {
         };
         let mut header = SmallVec::new();
         let mut tmp = Vec::with_capacity(16);
-        varint::write(if bidi { frame::WEBTRANSPORT_STREAM } else { stream_type::WEBTRANSPORT }, &mut tmp);
+        varint::write(
+            if bidi {
+                frame::WEBTRANSPORT_STREAM
+            } else {
+                stream_type::WEBTRANSPORT
+            },
+            &mut tmp,
+        );
         varint::write(session, &mut tmp);
         // Creates the stream in quiche so the header can be written now.
         let _ = self.quic.stream_priority(id, 127, true);
@@ -2125,7 +2492,10 @@ impl Connection {
         }
         let max = self.max_datagram_size(session).unwrap_or(0);
         if data.len() > max {
-            return Err(DatagramError::TooLarge { size: data.len(), max });
+            return Err(DatagramError::TooLarge {
+                size: data.len(),
+                max,
+            });
         }
         let mut buf = Vec::with_capacity(varint::len(session / 4) + data.len());
         varint::write(session / 4, &mut buf);
@@ -2136,7 +2506,10 @@ impl Connection {
                 s.stats.datagrams_sent += 1;
                 Ok(())
             }
-            Err(quiche::Error::BufferTooShort) => Err(DatagramError::TooLarge { size: data.len(), max }),
+            Err(quiche::Error::BufferTooShort) => Err(DatagramError::TooLarge {
+                size: data.len(),
+                max,
+            }),
             Err(_) => {
                 s.stats.datagrams_dropped_send += 1;
                 Err(DatagramError::QueueFull)
@@ -2166,7 +2539,12 @@ impl Connection {
     }
 
     /// Reads into `buf`: `Some((n, fin))`, or `None` when nothing is available now.
-    pub(crate) fn read(&mut self, id: u64, buf: &mut [u8], ev: &mut VecDeque<Event>) -> Result<Option<(usize, bool)>, StreamError> {
+    pub(crate) fn read(
+        &mut self,
+        id: u64,
+        buf: &mut [u8],
+        ev: &mut VecDeque<Event>,
+    ) -> Result<Option<(usize, bool)>, StreamError> {
         let stid = self.stid(id);
         let d = self.data_mut(id)?;
         match d.recv {
@@ -2283,7 +2661,9 @@ impl Connection {
         } else if n < data.len() {
             d.want_writable = true;
             if !credit_limited || n < allowed {
-                let _ = self.quic.stream_writable(id, (data.len() - n).min(16 << 10));
+                let _ = self
+                    .quic
+                    .stream_writable(id, (data.len() - n).min(16 << 10));
             }
         }
         if let Some(s) = self.sessions.get_mut(&session) {
@@ -2307,7 +2687,11 @@ impl Connection {
             SendSide::Open => {}
             SendSide::Stopped(c) => return Err(StreamError::Stopped(c)),
             SendSide::None => return Err(StreamError::InvalidState("receive-only stream")),
-            _ => return Err(StreamError::InvalidState("stream already finished or reset")),
+            _ => {
+                return Err(StreamError::InvalidState(
+                    "stream already finished or reset",
+                ))
+            }
         }
         if !d.header.is_empty() {
             d.fin_pending = true;
@@ -2344,7 +2728,9 @@ impl Connection {
         }
         d.send = SendSide::Reset;
         d.fin_pending = false;
-        let _ = self.quic.stream_shutdown(id, quiche::Shutdown::Write, code::app_to_h3(app));
+        let _ = self
+            .quic
+            .stream_shutdown(id, quiche::Shutdown::Write, code::app_to_h3(app));
         self.maybe_forget(id);
         Ok(())
     }
@@ -2357,12 +2743,19 @@ impl Connection {
             _ => return Err(StreamError::InvalidState("receiving already over")),
         }
         d.recv = RecvSide::Stopped;
-        let _ = self.quic.stream_shutdown(id, quiche::Shutdown::Read, code::app_to_h3(app));
+        let _ = self
+            .quic
+            .stream_shutdown(id, quiche::Shutdown::Read, code::app_to_h3(app));
         self.maybe_forget(id);
         Ok(())
     }
 
-    pub(crate) fn set_priority(&mut self, id: u64, urgency: u8, incremental: bool) -> Result<(), StreamError> {
+    pub(crate) fn set_priority(
+        &mut self,
+        id: u64,
+        urgency: u8,
+        incremental: bool,
+    ) -> Result<(), StreamError> {
         self.data_mut(id)?;
         self.quic
             .stream_priority(id, urgency, incremental)

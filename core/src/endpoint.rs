@@ -12,8 +12,8 @@ use crate::config::Config;
 use crate::connection::{Connection, Dialects};
 use crate::error::{ConfigError, DatagramError, SessionError, StreamError};
 use crate::event::{
-    ConnectionHandle, ConnectionStats, Event, Headers, IncomingRequest, SessionId, SessionRequest, SessionStats,
-    StreamId, Transmit,
+    ConnectionHandle, ConnectionStats, Event, Headers, IncomingRequest, SessionId, SessionRequest,
+    SessionStats, StreamId, Transmit,
 };
 use crate::settings::Dialect;
 
@@ -72,7 +72,9 @@ impl Endpoint {
     /// testing against single-dialect peers; the default speaks both).
     pub fn with_dialects(config: Config, dialects: Dialects) -> Result<Self, ConfigError> {
         if !dialects.draft02 && !dialects.latest {
-            return Err(ConfigError::Quic("at least one WebTransport dialect must be enabled".into()));
+            return Err(ConfigError::Quic(
+                "at least one WebTransport dialect must be enabled".into(),
+            ));
         }
         let server_quic = if config.has_certificate() {
             Some(config.build_quic(true)?)
@@ -82,7 +84,8 @@ impl Endpoint {
         let client_quic = config.build_quic(false)?;
         let rng = ring::rand::SystemRandom::new();
         let mut key = [0u8; 32];
-        rng.fill(&mut key).map_err(|_| ConfigError::Quic("no randomness".into()))?;
+        rng.fill(&mut key)
+            .map_err(|_| ConfigError::Quic("no randomness".into()))?;
         Ok(Self {
             cfg: Arc::new(config),
             dialects,
@@ -135,7 +138,12 @@ impl Endpoint {
         }
     }
 
-    fn add_conn(&mut self, quic: quiche::Connection, server: bool, remote: SocketAddr) -> ConnectionHandle {
+    fn add_conn(
+        &mut self,
+        quic: quiche::Connection,
+        server: bool,
+        remote: SocketAddr,
+    ) -> ConnectionHandle {
         let h = ConnectionHandle(self.next_handle);
         self.next_handle += 1;
         let mut quic = quic;
@@ -160,7 +168,10 @@ impl Endpoint {
         remote: SocketAddr,
         server_name: &str,
     ) -> Result<ConnectionHandle, ConfigError> {
-        let is_ip = server_name.trim_matches(|c| c == '[' || c == ']').parse::<std::net::IpAddr>().is_ok();
+        let is_ip = server_name
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<std::net::IpAddr>()
+            .is_ok();
         let sni = match (is_ip, self.cfg.verification()) {
             (true, crate::config::Verification::WebPki { .. }) => {
                 return Err(ConfigError::Connect(format!(
@@ -188,7 +199,13 @@ impl Endpoint {
     /// modified (decrypted in place).
     pub fn handle(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, buf: &mut [u8]) {
         let (dcid, ty, version, token, scid) = match quiche::Header::from_slice(buf, CID_LEN) {
-            Ok(h) => (h.dcid.to_vec(), h.ty, h.version, h.token.clone(), h.scid.to_vec()),
+            Ok(h) => (
+                h.dcid.to_vec(),
+                h.ty,
+                h.version,
+                h.token.clone(),
+                h.scid.to_vec(),
+            ),
             Err(e) => {
                 log::trace!("dropping unparsable packet from {from}: {e}");
                 return;
@@ -201,7 +218,9 @@ impl Endpoint {
                 None => return,
             },
         };
-        let Some(conn) = self.conns.get_mut(&h) else { return };
+        let Some(conn) = self.conns.get_mut(&h) else {
+            return;
+        };
         let info = quiche::RecvInfo { from, to };
         if let Err(e) = conn.quic.recv(buf, info) {
             log::debug!("connection {h:?}: packet from {from} rejected: {e}");
@@ -245,7 +264,9 @@ impl Endpoint {
                     let new_ref = quiche::ConnectionId::from_ref(&new);
                     let token = self.mint_token(dcid, &from);
                     let mut out = vec![0u8; 1350];
-                    if let Ok(n) = quiche::retry(&scid_ref, &dcid_ref, &new_ref, &token, version, &mut out) {
+                    if let Ok(n) =
+                        quiche::retry(&scid_ref, &dcid_ref, &new_ref, &token, version, &mut out)
+                    {
                         out.truncate(n);
                         self.queue_stateless(from, to, out);
                     }
@@ -261,9 +282,15 @@ impl Endpoint {
             }
         }
         // After a retry the client already uses the id we chose; otherwise pick a fresh one.
-        let cid: Vec<u8> = if odcid.is_some() { dcid.to_vec() } else { self.new_cid().to_vec() };
+        let cid: Vec<u8> = if odcid.is_some() {
+            dcid.to_vec()
+        } else {
+            self.new_cid().to_vec()
+        };
         let cid_ref = quiche::ConnectionId::from_ref(&cid);
-        let odcid_ref = odcid.as_ref().map(|o: &Vec<u8>| quiche::ConnectionId::from_ref(o));
+        let odcid_ref = odcid
+            .as_ref()
+            .map(|o: &Vec<u8>| quiche::ConnectionId::from_ref(o));
         let cfg = self.server_quic.as_mut()?;
         let quic = match quiche::accept(&cid_ref, odcid_ref.as_ref(), to, from, cfg) {
             Ok(q) => q,
@@ -321,7 +348,9 @@ impl Endpoint {
     pub fn handle_timeout(&mut self, now: Instant) {
         let handles: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
         for h in handles {
-            let Some(c) = self.conns.get_mut(&h) else { continue };
+            let Some(c) = self.conns.get_mut(&h) else {
+                continue;
+            };
             let quic_due = c.quic.timeout_instant().is_some_and(|t| t <= now);
             let own_due = c.deadline.is_some_and(|t| t <= now);
             if !quic_due && !own_due {
@@ -372,7 +401,9 @@ impl Endpoint {
         }
         let max_segments = self.cfg.max_gso_segments.max(1);
         while let Some(h) = self.dirty.pop_front() {
-            let Some(c) = self.conns.get_mut(&h) else { continue };
+            let Some(c) = self.conns.get_mut(&h) else {
+                continue;
+            };
             let (n, info) = match c.quic.send(buf) {
                 Ok(v) => v,
                 Err(quiche::Error::Done) => {
@@ -392,7 +423,10 @@ impl Endpoint {
             let mut len = n;
             let mut count = 1;
             while count < max_segments && len + seg <= buf.len() {
-                match c.quic.send_on_path(&mut buf[len..len + seg], Some(info.from), Some(info.to)) {
+                match c
+                    .quic
+                    .send_on_path(&mut buf[len..len + seg], Some(info.from), Some(info.to))
+                {
                     Ok((m, _)) => {
                         len += m;
                         count += 1;
@@ -547,22 +581,26 @@ impl SessionRef<'_> {
     }
     /// (server) Accepts with 200 and no extra headers.
     pub fn accept(&mut self) -> Result<(), SessionError> {
-        self.conn.accept_session(self.id.stream, &Headers::new(), self.events)
+        self.conn
+            .accept_session(self.id.stream, &Headers::new(), self.events)
     }
     /// (server) Accepts with 200 and these response headers.
     pub fn accept_with(&mut self, headers: &Headers) -> Result<(), SessionError> {
-        self.conn.accept_session(self.id.stream, headers, self.events)
+        self.conn
+            .accept_session(self.id.stream, headers, self.events)
     }
     /// (server) Rejects with a non-2xx status (e.g. 403, 404, 429) and headers.
     pub fn reject(&mut self, status: u16, headers: &Headers) -> Result<(), SessionError> {
         if (200..300).contains(&status) || !(300..=599).contains(&status) {
             return Err(SessionError::InvalidStatus(status));
         }
-        self.conn.answer_session(self.id.stream, status, headers, self.events)
+        self.conn
+            .answer_session(self.id.stream, status, headers, self.events)
     }
     /// Closes with an application code and a reason of at most 1024 bytes.
     pub fn close(&mut self, code: u32, reason: &str) -> Result<(), SessionError> {
-        self.conn.close_session(self.id.stream, code, reason, self.events)
+        self.conn
+            .close_session(self.id.stream, code, reason, self.events)
     }
     /// Asks the peer to wind the session down (DRAIN_WEBTRANSPORT_SESSION).
     pub fn drain(&mut self) -> Result<(), SessionError> {
@@ -571,12 +609,18 @@ impl SessionRef<'_> {
     /// Opens a bidirectional stream.
     pub fn open_bi(&mut self) -> Result<StreamId, SessionError> {
         let id = self.conn.open_stream(self.id.stream, true)?;
-        Ok(StreamId { conn: self.id.conn, id })
+        Ok(StreamId {
+            conn: self.id.conn,
+            id,
+        })
     }
     /// Opens a unidirectional stream.
     pub fn open_uni(&mut self) -> Result<StreamId, SessionError> {
         let id = self.conn.open_stream(self.id.stream, false)?;
-        Ok(StreamId { conn: self.id.conn, id })
+        Ok(StreamId {
+            conn: self.id.conn,
+            id,
+        })
     }
     /// Queues a datagram. Larger than [`max_datagram_size`](Self::max_datagram_size) is an error, not a
     /// silent drop; a full send queue drops this datagram and says so.

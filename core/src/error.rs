@@ -336,7 +336,18 @@ mod tests {
     fn app_code_mapping_round_trips_and_skips_grease() {
         assert_eq!(app_to_h3(0), 0x52e4_a40f_a8db);
         assert_eq!(app_to_h3(u32::MAX), 0x52e5_ac98_3162);
-        for n in [0u32, 1, 0x1d, 0x1e, 0x1f, 0x20, 1000, 0xffff, u32::MAX - 1, u32::MAX] {
+        for n in [
+            0u32,
+            1,
+            0x1d,
+            0x1e,
+            0x1f,
+            0x20,
+            1000,
+            0xffff,
+            u32::MAX - 1,
+            u32::MAX,
+        ] {
             let h = app_to_h3(n);
             assert_ne!((h - 0x21) % 0x1f, 0, "mapped {n} onto a GREASE code");
             assert_eq!(h3_to_app(h), Some(n));

@@ -68,7 +68,8 @@ impl Headers {
     }
     /// Appends a field (the name is lowercased).
     pub fn push(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        self.0.push((name.into().to_ascii_lowercase(), value.into()));
+        self.0
+            .push((name.into().to_ascii_lowercase(), value.into()));
     }
     /// The first value of a field.
     pub fn get(&self, name: &str) -> Option<&str> {

@@ -149,7 +149,10 @@ impl FrameReader {
                             if len > self.max_payload as u64 {
                                 return Err(H3Error::new(
                                     code::H3_EXCESSIVE_LOAD,
-                                    format!("frame {ty:#x} of {len} bytes exceeds {}", self.max_payload),
+                                    format!(
+                                        "frame {ty:#x} of {len} bytes exceeds {}",
+                                        self.max_payload
+                                    ),
                                 ));
                             }
                             State::Payload { ty, remaining: len }
@@ -176,7 +179,10 @@ impl FrameReader {
                     }
                     self.state = State::Type;
                     let payload = std::mem::take(&mut self.buf);
-                    on_frame(FrameEvent::Frame { ty, payload: &payload })?;
+                    on_frame(FrameEvent::Frame {
+                        ty,
+                        payload: &payload,
+                    })?;
                 }
                 State::Data { remaining } => {
                     if input.is_empty() {
@@ -266,7 +272,11 @@ mod tests {
             b.extend(collect(&mut bytewise, std::slice::from_ref(byte)).unwrap());
         }
         // DATA arrives in 1-byte chunks; join them for comparison.
-        let data: Vec<u8> = b.iter().filter(|(t, _)| *t == DATA).flat_map(|(_, d)| d.clone()).collect();
+        let data: Vec<u8> = b
+            .iter()
+            .filter(|(t, _)| *t == DATA)
+            .flat_map(|(_, d)| d.clone())
+            .collect();
         assert_eq!(data, b"hello");
         assert!(bytewise.is_idle());
     }

@@ -44,13 +44,13 @@ mod qpack;
 pub mod settings;
 mod varint;
 
-pub use config::{CongestionControl, Config, QlogFactory, Verification};
+pub use config::{Config, CongestionControl, QlogFactory, Verification};
 pub use connection::Dialects;
 pub use endpoint::{ConnectionRef, Endpoint, SessionRef, StreamRef};
 pub use error::{code, ConfigError, ConnectionError, DatagramError, SessionError, StreamError};
 pub use event::{
-    ConnectionHandle, ConnectionStats, Event, Headers, IncomingRequest, SessionCloseReason, SessionId,
-    SessionRequest, SessionStats, StreamId, Transmit,
+    ConnectionHandle, ConnectionStats, Event, Headers, IncomingRequest, SessionCloseReason,
+    SessionId, SessionRequest, SessionStats, StreamId, Transmit,
 };
 pub use settings::Dialect;
 

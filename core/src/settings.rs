@@ -73,8 +73,9 @@ impl Settings {
     pub(crate) fn decode(mut payload: &[u8]) -> Result<Self, H3Error> {
         let mut s = Settings::new();
         while !payload.is_empty() {
-            let (id, n) = varint::read(payload)
-                .ok_or_else(|| H3Error::new(code::H3_FRAME_ERROR, "truncated SETTINGS identifier"))?;
+            let (id, n) = varint::read(payload).ok_or_else(|| {
+                H3Error::new(code::H3_FRAME_ERROR, "truncated SETTINGS identifier")
+            })?;
             payload = &payload[n..];
             let (value, n) = varint::read(payload)
                 .ok_or_else(|| H3Error::new(code::H3_FRAME_ERROR, "truncated SETTINGS value"))?;
@@ -166,12 +167,19 @@ impl PeerSettings {
             None
         };
         let max_sessions = max13.max(max07).max(u64::from(dialect.is_some()));
-        let fc_ids = [WT_INITIAL_MAX_DATA, WT_INITIAL_MAX_STREAMS_BIDI, WT_INITIAL_MAX_STREAMS_UNI];
-        let flow_control = fc_ids.iter().any(|id| raw.get(*id).is_some()).then(|| FlowLimits {
-            max_data: raw.get(WT_INITIAL_MAX_DATA).unwrap_or(0),
-            max_streams_bidi: raw.get(WT_INITIAL_MAX_STREAMS_BIDI).unwrap_or(0),
-            max_streams_uni: raw.get(WT_INITIAL_MAX_STREAMS_UNI).unwrap_or(0),
-        });
+        let fc_ids = [
+            WT_INITIAL_MAX_DATA,
+            WT_INITIAL_MAX_STREAMS_BIDI,
+            WT_INITIAL_MAX_STREAMS_UNI,
+        ];
+        let flow_control = fc_ids
+            .iter()
+            .any(|id| raw.get(*id).is_some())
+            .then(|| FlowLimits {
+                max_data: raw.get(WT_INITIAL_MAX_DATA).unwrap_or(0),
+                max_streams_bidi: raw.get(WT_INITIAL_MAX_STREAMS_BIDI).unwrap_or(0),
+                max_streams_uni: raw.get(WT_INITIAL_MAX_STREAMS_UNI).unwrap_or(0),
+            });
         Self {
             datagrams: raw.get(H3_DATAGRAM) == Some(1) || raw.get(H3_DATAGRAM_DRAFT) == Some(1),
             max_field_section_size: raw.get(MAX_FIELD_SECTION_SIZE).unwrap_or(u64::MAX),
@@ -196,16 +204,31 @@ mod tests {
         assert_eq!(Settings::decode(&wire).unwrap(), s);
         let mut dup = wire.clone();
         dup.extend_from_slice(&[0x06, 0x01]);
-        assert_eq!(Settings::decode(&dup).unwrap_err().code, code::H3_SETTINGS_ERROR);
-        assert_eq!(Settings::decode(&[0x02, 0x00]).unwrap_err().code, code::H3_SETTINGS_ERROR);
-        assert_eq!(Settings::decode(&[0x06]).unwrap_err().code, code::H3_FRAME_ERROR);
-        assert_eq!(Settings::decode(&[0x06, 0x40]).unwrap_err().code, code::H3_FRAME_ERROR);
+        assert_eq!(
+            Settings::decode(&dup).unwrap_err().code,
+            code::H3_SETTINGS_ERROR
+        );
+        assert_eq!(
+            Settings::decode(&[0x02, 0x00]).unwrap_err().code,
+            code::H3_SETTINGS_ERROR
+        );
+        assert_eq!(
+            Settings::decode(&[0x06]).unwrap_err().code,
+            code::H3_FRAME_ERROR
+        );
+        assert_eq!(
+            Settings::decode(&[0x06, 0x40]).unwrap_err().code,
+            code::H3_FRAME_ERROR
+        );
     }
 
     #[test]
     fn dialect_from_each_generation() {
         let mut chromium = Settings::new();
-        chromium.set(H3_DATAGRAM, 1).set(H3_DATAGRAM_DRAFT, 1).set(ENABLE_WEBTRANSPORT_DRAFT02, 1);
+        chromium
+            .set(H3_DATAGRAM, 1)
+            .set(H3_DATAGRAM_DRAFT, 1)
+            .set(ENABLE_WEBTRANSPORT_DRAFT02, 1);
         let p = PeerSettings::from_settings(chromium);
         assert_eq!(p.dialect, Some(Dialect::Draft02));
         assert!(p.datagrams);
@@ -213,7 +236,10 @@ mod tests {
         assert_eq!(p.flow_control, None);
 
         let mut latest = Settings::new();
-        latest.set(WT_ENABLED, 1).set(H3_DATAGRAM, 1).set(WT_INITIAL_MAX_STREAMS_BIDI, 10);
+        latest
+            .set(WT_ENABLED, 1)
+            .set(H3_DATAGRAM, 1)
+            .set(WT_INITIAL_MAX_STREAMS_BIDI, 10);
         let p = PeerSettings::from_settings(latest);
         assert_eq!(p.dialect, Some(Dialect::Latest));
         assert_eq!(p.flow_control.unwrap().max_streams_bidi, 10);

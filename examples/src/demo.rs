@@ -15,7 +15,8 @@ fn hex(b: &[u8]) -> String {
 fn main() {
     let cert = tern_tests::test_cert();
     println!("server certificate sha-256: {}", hex(&cert.sha256));
-    let server = tern_tests::fast(tern::Config::new().with_certificate_pem(cert.cert_pem, cert.key_pem));
+    let server =
+        tern_tests::fast(tern::Config::new().with_certificate_pem(cert.cert_pem, cert.key_pem));
     let client = tern_tests::fast(tern::Config::new().with_certificate_hashes(vec![cert.sha256]));
     let mut p = Pair::with_configs(server, client);
     p.auto_accept = false;
@@ -27,25 +28,53 @@ fn main() {
         .client
         .connection(conn)
         .unwrap()
-        .open_session(SessionRequest::new("localhost:4433", "/echo").with_origin("https://demo.tern"))
+        .open_session(
+            SessionRequest::new("localhost:4433", "/echo").with_origin("https://demo.tern"),
+        )
         .unwrap();
-    p.drive_until(limit, |p| p.server_events.iter().any(|e| matches!(e, Event::SessionRequest { .. })));
-    let Some(Event::SessionRequest { session: ss, request }) =
-        p.take_server(|e| matches!(e, Event::SessionRequest { .. }))
+    p.drive_until(limit, |p| {
+        p.server_events
+            .iter()
+            .any(|e| matches!(e, Event::SessionRequest { .. }))
+    });
+    let Some(Event::SessionRequest {
+        session: ss,
+        request,
+    }) = p.take_server(|e| matches!(e, Event::SessionRequest { .. }))
     else {
         unreachable!()
     };
     println!(
         "server: session request {} {} (protocol {}, origin {:?}) from {}",
-        request.request.authority, request.request.path, request.protocol, request.request.origin, request.remote
+        request.request.authority,
+        request.request.path,
+        request.protocol,
+        request.request.origin,
+        request.remote
     );
-    p.server.session(ss).unwrap().accept_with(&Headers::new().with("server", "tern")).unwrap();
-    p.drive_until(limit, |p| p.client_events.iter().any(|e| matches!(e, Event::SessionEstablished { .. })));
+    p.server
+        .session(ss)
+        .unwrap()
+        .accept_with(&Headers::new().with("server", "tern"))
+        .unwrap();
+    p.drive_until(limit, |p| {
+        p.client_events
+            .iter()
+            .any(|e| matches!(e, Event::SessionEstablished { .. }))
+    });
     let rtt = p.client.connection(conn).unwrap().stats().rtt;
-    println!("client: session established in {:?} (rtt {rtt:?})", started.elapsed());
+    println!(
+        "client: session established in {:?} (rtt {rtt:?})",
+        started.elapsed()
+    );
 
     // Datagrams: the server echoes each one.
-    let max = p.client.session(cs).unwrap().max_datagram_size().unwrap_or(0);
+    let max = p
+        .client
+        .session(cs)
+        .unwrap()
+        .max_datagram_size()
+        .unwrap_or(0);
     println!("client: max datagram payload {max} bytes");
     for msg in [&b"ping"[..], b"hello over datagrams", &vec![b'x'; max]] {
         p.client.session(cs).unwrap().send_datagram(msg).unwrap();
@@ -57,7 +86,11 @@ fn main() {
         }
         while let Some(d) = p.client.session(cs).unwrap().recv_datagram() {
             echoed += 1;
-            println!("client: datagram echoed back, {} bytes: {:?}", d.len(), String::from_utf8_lossy(&d[..d.len().min(24)]));
+            println!(
+                "client: datagram echoed back, {} bytes: {:?}",
+                d.len(),
+                String::from_utf8_lossy(&d[..d.len().min(24)])
+            );
         }
         echoed == 3
     });
@@ -72,8 +105,14 @@ fn main() {
         p.step();
     }
     p.client.stream(s).unwrap().finish().unwrap();
-    p.drive_until(limit, |p| p.server_events.iter().any(|e| matches!(e, Event::StreamOpened { .. })));
-    let Some(Event::StreamOpened { stream: rs, .. }) = p.take_server(|e| matches!(e, Event::StreamOpened { .. })) else {
+    p.drive_until(limit, |p| {
+        p.server_events
+            .iter()
+            .any(|e| matches!(e, Event::StreamOpened { .. }))
+    });
+    let Some(Event::StreamOpened { stream: rs, .. }) =
+        p.take_server(|e| matches!(e, Event::StreamOpened { .. }))
+    else {
         unreachable!()
     };
     let got = read_all(&mut p, false, rs, limit);
@@ -93,9 +132,19 @@ fn main() {
 
     // Close with a code and reason; the server sees both.
     p.client.session(cs).unwrap().close(7, "done").unwrap();
-    p.drive_until(limit, |p| p.server_events.iter().any(|e| matches!(e, Event::SessionClosed { .. })));
-    if let Some(Event::SessionClosed { reason, .. }) = p.take_server(|e| matches!(e, Event::SessionClosed { .. })) {
-        println!("server: session closed by client: code {:?}, reason {:?}", reason.code(), reason.reason());
+    p.drive_until(limit, |p| {
+        p.server_events
+            .iter()
+            .any(|e| matches!(e, Event::SessionClosed { .. }))
+    });
+    if let Some(Event::SessionClosed { reason, .. }) =
+        p.take_server(|e| matches!(e, Event::SessionClosed { .. }))
+    {
+        println!(
+            "server: session closed by client: code {:?}, reason {:?}",
+            reason.code(),
+            reason.reason()
+        );
     }
     let ok = echoed == 3 && back == data;
     println!("{}", if ok { "demo passed" } else { "demo FAILED" });

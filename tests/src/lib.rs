@@ -162,7 +162,10 @@ impl Pair {
             if done(self) {
                 return;
             }
-            assert!(start.elapsed() < limit, "condition not reached within {limit:?}");
+            assert!(
+                start.elapsed() < limit,
+                "condition not reached within {limit:?}"
+            );
             if !self.step() {
                 let next = [self.client.poll_timeout(), self.server.poll_timeout()]
                     .into_iter()
@@ -186,7 +189,12 @@ impl Pair {
     /// Opens a client connection to the server.
     pub fn connect(&mut self) -> ConnectionHandle {
         self.client
-            .connect(Instant::now(), self.client_addr, self.server_addr, "localhost")
+            .connect(
+                Instant::now(),
+                self.client_addr,
+                self.server_addr,
+                "localhost",
+            )
             .expect("connect")
     }
 
@@ -216,8 +224,10 @@ impl Pair {
                 _ => None,
             })
             .expect("server side established");
-        self.client_events.retain(|e| !matches!(e, Event::SessionEstablished { session, .. } if *session == cs));
-        self.server_events.retain(|e| !matches!(e, Event::SessionEstablished { session, .. } if *session == ss));
+        self.client_events
+            .retain(|e| !matches!(e, Event::SessionEstablished { session, .. } if *session == cs));
+        self.server_events
+            .retain(|e| !matches!(e, Event::SessionEstablished { session, .. } if *session == ss));
         (cs, ss)
     }
 
@@ -241,12 +251,21 @@ impl Default for Pair {
 }
 
 /// Reads a stream of `ep` to its end (driving `pair` as needed) and returns the bytes.
-pub fn read_all(pair: &mut Pair, client_side: bool, stream: tern::StreamId, limit: Duration) -> Vec<u8> {
+pub fn read_all(
+    pair: &mut Pair,
+    client_side: bool,
+    stream: tern::StreamId,
+    limit: Duration,
+) -> Vec<u8> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; 65536];
     let start = Instant::now();
     loop {
-        let ep = if client_side { &mut pair.client } else { &mut pair.server };
+        let ep = if client_side {
+            &mut pair.client
+        } else {
+            &mut pair.server
+        };
         let mut done = false;
         if let Some(mut s) = ep.stream(stream) {
             loop {
@@ -266,7 +285,11 @@ pub fn read_all(pair: &mut Pair, client_side: bool, stream: tern::StreamId, limi
         if done {
             return out;
         }
-        assert!(start.elapsed() < limit, "stream not finished within {limit:?} ({} bytes)", out.len());
+        assert!(
+            start.elapsed() < limit,
+            "stream not finished within {limit:?} ({} bytes)",
+            out.len()
+        );
         if !pair.step() {
             std::thread::sleep(Duration::from_micros(200));
         }
@@ -363,21 +386,32 @@ impl RawClient {
     }
 
     /// Pumps until `done` holds or `limit` passes (waiting for timers).
-    pub fn pump_until(&mut self, pair: &mut Pair, limit: Duration, mut done: impl FnMut(&mut RawClient, &mut Pair) -> bool) {
+    pub fn pump_until(
+        &mut self,
+        pair: &mut Pair,
+        limit: Duration,
+        mut done: impl FnMut(&mut RawClient, &mut Pair) -> bool,
+    ) {
         let start = Instant::now();
         loop {
             self.pump(pair);
             if done(self, pair) {
                 return;
             }
-            assert!(start.elapsed() < limit, "condition not reached within {limit:?}");
+            assert!(
+                start.elapsed() < limit,
+                "condition not reached within {limit:?}"
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
     }
 
     /// Writes bytes on a stream (all of them: the tests write little).
     pub fn send(&mut self, stream: u64, data: &[u8], fin: bool) {
-        let n = self.conn.stream_send(stream, data, fin).expect("stream_send");
+        let n = self
+            .conn
+            .stream_send(stream, data, fin)
+            .expect("stream_send");
         assert_eq!(n, data.len(), "raw client write was cut short");
     }
 
@@ -416,7 +450,10 @@ pub fn control_stream(settings: &[(u64, u64)]) -> Vec<u8> {
 
 /// A HEADERS frame carrying these fields.
 pub fn headers_frame(fields: &[(&str, &str)]) -> Vec<u8> {
-    let fields: Vec<tern::wire::Field> = fields.iter().map(|(n, v)| tern::wire::Field::new(*n, *v)).collect();
+    let fields: Vec<tern::wire::Field> = fields
+        .iter()
+        .map(|(n, v)| tern::wire::Field::new(*n, *v))
+        .collect();
     let mut block = Vec::new();
     tern::wire::qpack_encode(&fields, &mut block);
     let mut out = Vec::new();
@@ -425,7 +462,14 @@ pub fn headers_frame(fields: &[(&str, &str)]) -> Vec<u8> {
 }
 
 /// The SETTINGS a browser (draft-02 signals only) sends.
-pub const DRAFT02_SETTINGS: &[(u64, u64)] = &[(0x1, 0), (0x6, 16384), (0x7, 0), (0x33, 1), (0xffd277, 1), (0x2b603742, 1)];
+pub const DRAFT02_SETTINGS: &[(u64, u64)] = &[
+    (0x1, 0),
+    (0x6, 16384),
+    (0x7, 0),
+    (0x33, 1),
+    (0xffd277, 1),
+    (0x2b603742, 1),
+];
 /// The SETTINGS a newest-draft-only peer (like pywebtransport 0.21) sends.
 pub const LATEST_SETTINGS: &[(u64, u64)] = &[
     (0x1, 0),

@@ -22,14 +22,22 @@ fn session_establishes_and_server_sees_request() {
                 .with_header("x-token", "abc"),
         )
         .unwrap();
-    p.drive_until(T, |p| p.server_events.iter().any(|e| matches!(e, Event::SessionRequest { .. })));
-    let Some(Event::SessionRequest { session, request }) = p.take_server(|e| matches!(e, Event::SessionRequest { .. }))
+    p.drive_until(T, |p| {
+        p.server_events
+            .iter()
+            .any(|e| matches!(e, Event::SessionRequest { .. }))
+    });
+    let Some(Event::SessionRequest { session, request }) =
+        p.take_server(|e| matches!(e, Event::SessionRequest { .. }))
     else {
         unreachable!()
     };
     assert_eq!(request.request.path, "/chat?room=1");
     assert_eq!(request.request.authority, "localhost:4433");
-    assert_eq!(request.request.origin.as_deref(), Some("https://example.com"));
+    assert_eq!(
+        request.request.origin.as_deref(),
+        Some("https://example.com")
+    );
     assert_eq!(request.request.headers.get("x-token"), Some("abc"));
     // Both dialects are on by default; the client picks the newest the server offers.
     assert_eq!(request.protocol, "webtransport-h3");
@@ -38,16 +46,26 @@ fn session_establishes_and_server_sees_request() {
         .unwrap()
         .accept_with(&Headers::new().with("x-server", "tern"))
         .unwrap();
-    p.drive_until(T, |p| p.client_events.iter().any(|e| matches!(e, Event::SessionEstablished { .. })));
-    let Some(Event::SessionEstablished { session, status, headers }) =
-        p.take_client(|e| matches!(e, Event::SessionEstablished { .. }))
+    p.drive_until(T, |p| {
+        p.client_events
+            .iter()
+            .any(|e| matches!(e, Event::SessionEstablished { .. }))
+    });
+    let Some(Event::SessionEstablished {
+        session,
+        status,
+        headers,
+    }) = p.take_client(|e| matches!(e, Event::SessionEstablished { .. }))
     else {
         unreachable!()
     };
     assert_eq!(session, cs);
     assert_eq!(status, 200);
     assert_eq!(headers.get("x-server"), Some("tern"));
-    assert!(p.client_events.iter().any(|e| matches!(e, Event::Connected { .. })));
+    assert!(p
+        .client_events
+        .iter()
+        .any(|e| matches!(e, Event::Connected { .. })));
 }
 
 #[test]
@@ -56,8 +74,13 @@ fn reject_with_404_and_403_reaches_client_with_headers() {
         let mut p = Pair::new();
         p.auto_accept = false;
         let cs = p.open_session("/nope");
-        p.drive_until(T, |p| p.server_events.iter().any(|e| matches!(e, Event::SessionRequest { .. })));
-        let Some(Event::SessionRequest { session, .. }) = p.take_server(|e| matches!(e, Event::SessionRequest { .. }))
+        p.drive_until(T, |p| {
+            p.server_events
+                .iter()
+                .any(|e| matches!(e, Event::SessionRequest { .. }))
+        });
+        let Some(Event::SessionRequest { session, .. }) =
+            p.take_server(|e| matches!(e, Event::SessionRequest { .. }))
         else {
             unreachable!()
         };
@@ -66,9 +89,16 @@ fn reject_with_404_and_403_reaches_client_with_headers() {
             .unwrap()
             .reject(status, &Headers::new().with("x-why", hdr))
             .unwrap();
-        p.drive_until(T, |p| p.client_events.iter().any(|e| matches!(e, Event::SessionRejected { .. })));
-        let Some(Event::SessionRejected { session, status: got, headers }) =
-            p.take_client(|e| matches!(e, Event::SessionRejected { .. }))
+        p.drive_until(T, |p| {
+            p.client_events
+                .iter()
+                .any(|e| matches!(e, Event::SessionRejected { .. }))
+        });
+        let Some(Event::SessionRejected {
+            session,
+            status: got,
+            headers,
+        }) = p.take_client(|e| matches!(e, Event::SessionRejected { .. }))
         else {
             unreachable!()
         };
@@ -84,11 +114,22 @@ fn reject_refuses_2xx_status() {
     let mut p = Pair::new();
     p.auto_accept = false;
     p.open_session("/");
-    p.drive_until(T, |p| p.server_events.iter().any(|e| matches!(e, Event::SessionRequest { .. })));
-    let Some(Event::SessionRequest { session, .. }) = p.take_server(|e| matches!(e, Event::SessionRequest { .. })) else {
+    p.drive_until(T, |p| {
+        p.server_events
+            .iter()
+            .any(|e| matches!(e, Event::SessionRequest { .. }))
+    });
+    let Some(Event::SessionRequest { session, .. }) =
+        p.take_server(|e| matches!(e, Event::SessionRequest { .. }))
+    else {
         unreachable!()
     };
-    let err = p.server.session(session).unwrap().reject(200, &Headers::new()).unwrap_err();
+    let err = p
+        .server
+        .session(session)
+        .unwrap()
+        .reject(200, &Headers::new())
+        .unwrap_err();
     assert_eq!(err, tern::SessionError::InvalidStatus(200));
 }
 
@@ -96,7 +137,12 @@ fn reject_refuses_2xx_status() {
 fn datagrams_both_ways_with_max_size_and_oversize_error() {
     let mut p = Pair::new();
     let (cs, ss) = p.establish("/echo");
-    let max = p.client.session(cs).unwrap().max_datagram_size().expect("datagrams negotiated");
+    let max = p
+        .client
+        .session(cs)
+        .unwrap()
+        .max_datagram_size()
+        .expect("datagrams negotiated");
     assert!(max > 1000 && max < 1500, "max datagram size {max}");
     let payloads: Vec<Vec<u8>> = vec![b"hello".to_vec(), vec![7u8; max], vec![]];
     for d in &payloads {
@@ -107,7 +153,11 @@ fn datagrams_both_ways_with_max_size_and_oversize_error() {
         p.client.session(cs).unwrap().send_datagram(&too_big),
         Err(DatagramError::TooLarge { size: max + 1, max })
     );
-    p.drive_until(T, |p| p.server_events.iter().any(|e| matches!(e, Event::DatagramReceived { .. })));
+    p.drive_until(T, |p| {
+        p.server_events
+            .iter()
+            .any(|e| matches!(e, Event::DatagramReceived { .. }))
+    });
     let mut got = Vec::new();
     p.drive_until(T, |p| {
         while let Some(d) = p.server.session(ss).unwrap().recv_datagram() {
@@ -118,7 +168,11 @@ fn datagrams_both_ways_with_max_size_and_oversize_error() {
     assert_eq!(got, payloads);
     // And back.
     let smax = p.server.session(ss).unwrap().max_datagram_size().unwrap();
-    p.server.session(ss).unwrap().send_datagram(&vec![9u8; smax]).unwrap();
+    p.server
+        .session(ss)
+        .unwrap()
+        .send_datagram(&vec![9u8; smax])
+        .unwrap();
     let mut back = None;
     p.drive_until(T, |p| {
         back = p.client.session(cs).unwrap().recv_datagram();
@@ -131,7 +185,9 @@ fn datagrams_both_ways_with_max_size_and_oversize_error() {
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 /// Writes all of `data` then FIN, driving the pair while flow control holds it back.
@@ -139,20 +195,32 @@ fn write_all(p: &mut Pair, client_side: bool, s: tern::StreamId, data: &[u8]) {
     let mut off = 0;
     let start = std::time::Instant::now();
     while off < data.len() {
-        let ep = if client_side { &mut p.client } else { &mut p.server };
+        let ep = if client_side {
+            &mut p.client
+        } else {
+            &mut p.server
+        };
         off += ep.stream(s).unwrap().write(&data[off..]).unwrap();
         if off < data.len() {
             assert!(start.elapsed() < T);
             p.step();
         }
     }
-    let ep = if client_side { &mut p.client } else { &mut p.server };
+    let ep = if client_side {
+        &mut p.client
+    } else {
+        &mut p.server
+    };
     ep.stream(s).unwrap().finish().unwrap();
 }
 
 fn opened_stream(p: &mut Pair, on_server: bool) -> tern::StreamId {
     p.drive_until(T, |p| {
-        let evs = if on_server { &p.server_events } else { &p.client_events };
+        let evs = if on_server {
+            &p.server_events
+        } else {
+            &p.client_events
+        };
         evs.iter().any(|e| matches!(e, Event::StreamOpened { .. }))
     });
     let e = if on_server {
@@ -206,15 +274,28 @@ fn uni_streams_carry_one_mebibyte_from_each_side() {
         let got = read_all(&mut p, !client_opens, remote, T);
         assert!(got == data, "bytes differ");
         // The receiving side cannot write to a peer's unidirectional stream.
-        let ep = if client_opens { &mut p.server } else { &mut p.client };
-        assert!(matches!(ep.stream(remote).unwrap().write(b"x"), Err(tern::StreamError::Unknown | tern::StreamError::InvalidState(_))));
+        let ep = if client_opens {
+            &mut p.server
+        } else {
+            &mut p.client
+        };
+        assert!(matches!(
+            ep.stream(remote).unwrap().write(b"x"),
+            Err(tern::StreamError::Unknown | tern::StreamError::InvalidState(_))
+        ));
     }
 }
 
 #[test]
 fn close_codes_and_reasons_reach_the_peer() {
     let long = "r".repeat(1024);
-    let cases: Vec<(u32, &str)> = vec![(0, ""), (1, "one"), (0x1e, "x1e"), (0x1f, "x1f"), (u32::MAX, &long)];
+    let cases: Vec<(u32, &str)> = vec![
+        (0, ""),
+        (1, "one"),
+        (0x1e, "x1e"),
+        (0x1f, "x1f"),
+        (u32::MAX, &long),
+    ];
     for (code, reason) in cases {
         for client_closes in [true, false] {
             let mut p = Pair::new();
@@ -228,7 +309,11 @@ fn close_codes_and_reasons_reach_the_peer() {
                 p.server.session(ss).unwrap().close(code, reason).unwrap();
             }
             let on_peer = |p: &Pair| {
-                let evs = if client_closes { &p.server_events } else { &p.client_events };
+                let evs = if client_closes {
+                    &p.server_events
+                } else {
+                    &p.client_events
+                };
                 evs.iter().find_map(|e| match e {
                     Event::SessionClosed { reason, .. } => Some(reason.clone()),
                     _ => None,
@@ -244,8 +329,18 @@ fn close_codes_and_reasons_reach_the_peer() {
                 }
             );
             // The local side reports its own close too.
-            let local = if client_closes { &p.client_events } else { &p.server_events };
-            assert!(local.iter().any(|e| matches!(e, Event::SessionClosed { reason: SessionCloseReason::Closed { by_peer: false, .. }, .. })));
+            let local = if client_closes {
+                &p.client_events
+            } else {
+                &p.server_events
+            };
+            assert!(local.iter().any(|e| matches!(
+                e,
+                Event::SessionClosed {
+                    reason: SessionCloseReason::Closed { by_peer: false, .. },
+                    ..
+                }
+            )));
         }
     }
 }
@@ -254,6 +349,11 @@ fn close_codes_and_reasons_reach_the_peer() {
 fn close_reason_over_1024_bytes_is_refused() {
     let mut p = Pair::new();
     let (cs, _) = p.establish("/");
-    let err = p.client.session(cs).unwrap().close(1, &"x".repeat(1025)).unwrap_err();
+    let err = p
+        .client
+        .session(cs)
+        .unwrap()
+        .close(1, &"x".repeat(1025))
+        .unwrap_err();
     assert_eq!(err, tern::SessionError::ReasonTooLong(1025));
 }
