@@ -8,8 +8,10 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use tern::wire::{qpack_decode, varint_read};
 use tern::{
-    Config, ConnectionHandle, Dialects, Endpoint, Event, SessionId, SessionRequest, Transmit,
+    Config, ConnectionHandle, Dialects, Endpoint, Event, SessionId, SessionRequest, StreamId,
+    Transmit,
 };
 
 /// A self-signed development certificate.
@@ -497,4 +499,114 @@ pub fn connect_request(path: &str, protocol: &str) -> Vec<u8> {
         f.push(("origin", "https://example.com"));
     }
     headers_frame(&f)
+}
+
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// Writes all of `data` then FIN, driving the pair while flow control holds it back.
+pub fn write_all(p: &mut Pair, client_side: bool, s: StreamId, data: &[u8]) {
+    let mut off = 0;
+    let start = Instant::now();
+    while off < data.len() {
+        let ep = if client_side {
+            &mut p.client
+        } else {
+            &mut p.server
+        };
+        off += ep.stream(s).unwrap().write(&data[off..]).unwrap();
+        if off < data.len() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "write did not complete"
+            );
+            p.step();
+        }
+    }
+    let ep = if client_side {
+        &mut p.client
+    } else {
+        &mut p.server
+    };
+    ep.stream(s).unwrap().finish().unwrap();
+}
+
+/// Waits for the next `StreamOpened` on one side and returns its stream.
+pub fn opened_stream(p: &mut Pair, on_server: bool) -> StreamId {
+    p.drive_until(Duration::from_secs(10), |p| {
+        let evs = if on_server {
+            &p.server_events
+        } else {
+            &p.client_events
+        };
+        evs.iter().any(|e| matches!(e, Event::StreamOpened { .. }))
+    });
+    let e = if on_server {
+        p.take_server(|e| matches!(e, Event::StreamOpened { .. }))
+    } else {
+        p.take_client(|e| matches!(e, Event::StreamOpened { .. }))
+    };
+    match e {
+        Some(Event::StreamOpened { stream, .. }) => stream,
+        _ => unreachable!(),
+    }
+}
+
+/// Reads a request stream of the raw client until a whole HEADERS frame arrived (skipping other frames
+/// before it); with `want_fin`, also until the stream's FIN. Returns the decoded fields and whether the FIN
+/// was seen.
+pub fn read_response(
+    raw: &mut RawClient,
+    pair: &mut Pair,
+    stream: u64,
+    want_fin: bool,
+) -> (Vec<(String, String)>, bool) {
+    let mut acc = Vec::new();
+    let mut fin = false;
+    let mut fields = None;
+    raw.pump_until(pair, Duration::from_secs(10), |r, _| {
+        let (b, f) = r.recv(stream);
+        acc.extend_from_slice(&b);
+        fin |= f;
+        if fields.is_none() {
+            let mut at = 0;
+            while let Some((ty, n)) = varint_read(&acc[at..]) {
+                let Some((len, m)) = varint_read(&acc[at + n..]) else {
+                    break;
+                };
+                let start = at + n + m;
+                let end = start + len as usize;
+                if acc.len() < end {
+                    break;
+                }
+                if ty == 0x1 {
+                    let f = qpack_decode(&acc[start..end], 1 << 20).expect("response decodes");
+                    fields = Some(
+                        f.into_iter()
+                            .map(|f| {
+                                (
+                                    String::from_utf8(f.name).unwrap(),
+                                    String::from_utf8(f.value).unwrap(),
+                                )
+                            })
+                            .collect::<Vec<_>>(),
+                    );
+                    break;
+                }
+                at = end;
+            }
+        }
+        fields.is_some() && (fin || !want_fin)
+    });
+    (fields.unwrap(), fin)
+}
+
+pub fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use tern::{DatagramError, Event, Headers, SessionCloseReason, SessionRequest};
+use tern_tests::{opened_stream, pattern, write_all};
 use tern_tests::{read_all, Pair};
 
 const T: Duration = Duration::from_secs(10);
@@ -182,56 +183,6 @@ fn datagrams_both_ways_with_max_size_and_oversize_error() {
     let st = p.server.session(ss).unwrap().stats();
     assert_eq!(st.datagrams_received, 3);
     assert_eq!(st.datagrams_sent, 1);
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
-}
-
-/// Writes all of `data` then FIN, driving the pair while flow control holds it back.
-fn write_all(p: &mut Pair, client_side: bool, s: tern::StreamId, data: &[u8]) {
-    let mut off = 0;
-    let start = std::time::Instant::now();
-    while off < data.len() {
-        let ep = if client_side {
-            &mut p.client
-        } else {
-            &mut p.server
-        };
-        off += ep.stream(s).unwrap().write(&data[off..]).unwrap();
-        if off < data.len() {
-            assert!(start.elapsed() < T);
-            p.step();
-        }
-    }
-    let ep = if client_side {
-        &mut p.client
-    } else {
-        &mut p.server
-    };
-    ep.stream(s).unwrap().finish().unwrap();
-}
-
-fn opened_stream(p: &mut Pair, on_server: bool) -> tern::StreamId {
-    p.drive_until(T, |p| {
-        let evs = if on_server {
-            &p.server_events
-        } else {
-            &p.client_events
-        };
-        evs.iter().any(|e| matches!(e, Event::StreamOpened { .. }))
-    });
-    let e = if on_server {
-        p.take_server(|e| matches!(e, Event::StreamOpened { .. }))
-    } else {
-        p.take_client(|e| matches!(e, Event::StreamOpened { .. }))
-    };
-    match e {
-        Some(Event::StreamOpened { stream, .. }) => stream,
-        _ => unreachable!(),
-    }
 }
 
 #[test]

@@ -12,63 +12,13 @@ use tern::{
 use tern_tests::{
     configs, connect_request, control_stream, fast, read_all, Pair, RawClient, LATEST_SETTINGS,
 };
+use tern_tests::{opened_stream, pattern, write_all};
 
 const T: Duration = Duration::from_secs(10);
 
 /// Application codes that exercise the edges of the HTTP/3 mapping (0x1e and 0x1f straddle the first
 /// GREASE code).
 const CODES: [u32; 6] = [0, 1, 0x1e, 0x1f, 42, u32::MAX];
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
-}
-
-/// Writes all of `data` then FIN, driving the pair while flow control holds it back.
-fn write_all(p: &mut Pair, client_side: bool, s: StreamId, data: &[u8]) {
-    let mut off = 0;
-    let start = Instant::now();
-    while off < data.len() {
-        let ep = if client_side {
-            &mut p.client
-        } else {
-            &mut p.server
-        };
-        off += ep.stream(s).unwrap().write(&data[off..]).unwrap();
-        if off < data.len() {
-            assert!(start.elapsed() < T);
-            p.step();
-        }
-    }
-    let ep = if client_side {
-        &mut p.client
-    } else {
-        &mut p.server
-    };
-    ep.stream(s).unwrap().finish().unwrap();
-}
-
-/// Waits for the next `StreamOpened` on one side and returns its stream.
-fn opened_stream(p: &mut Pair, on_server: bool) -> StreamId {
-    p.drive_until(T, |p| {
-        let evs = if on_server {
-            &p.server_events
-        } else {
-            &p.client_events
-        };
-        evs.iter().any(|e| matches!(e, Event::StreamOpened { .. }))
-    });
-    let e = if on_server {
-        p.take_server(|e| matches!(e, Event::StreamOpened { .. }))
-    } else {
-        p.take_client(|e| matches!(e, Event::StreamOpened { .. }))
-    };
-    match e {
-        Some(Event::StreamOpened { stream, .. }) => stream,
-        _ => unreachable!(),
-    }
-}
 
 fn has(evs: &VecDeque<Event>, f: impl Fn(&Event) -> bool) -> bool {
     evs.iter().any(f)

@@ -4,11 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use tern::wire::{qpack_decode, varint_read, varint_write, write_frame};
+use tern::wire::{varint_write, write_frame};
 use tern::{code, ConnectionError, Event, SessionCloseReason, SessionId};
 use tern_tests::{
     configs, connect_request, control_stream, headers_frame, Pair, RawClient, LATEST_SETTINGS,
 };
+use tern_tests::{field, read_response};
 
 const T: Duration = Duration::from_secs(5);
 
@@ -86,62 +87,6 @@ fn expect_open(pair: &mut Pair, raw: &mut RawClient) {
         server_closed(pair)
     );
     assert_eq!(pair.server.connection_count(), 1);
-}
-
-/// Reads a request stream of the raw client until a whole HEADERS frame arrived (skipping other frames
-/// before it); with `want_fin`, also until the stream's FIN. Returns the decoded fields and whether the FIN
-/// was seen.
-fn read_response(
-    raw: &mut RawClient,
-    pair: &mut Pair,
-    stream: u64,
-    want_fin: bool,
-) -> (Vec<(String, String)>, bool) {
-    let mut acc = Vec::new();
-    let mut fin = false;
-    let mut fields = None;
-    raw.pump_until(pair, T, |r, _| {
-        let (b, f) = r.recv(stream);
-        acc.extend_from_slice(&b);
-        fin |= f;
-        if fields.is_none() {
-            let mut at = 0;
-            while let Some((ty, n)) = varint_read(&acc[at..]) {
-                let Some((len, m)) = varint_read(&acc[at + n..]) else {
-                    break;
-                };
-                let start = at + n + m;
-                let end = start + len as usize;
-                if acc.len() < end {
-                    break;
-                }
-                if ty == 0x1 {
-                    let f = qpack_decode(&acc[start..end], 1 << 20).expect("response decodes");
-                    fields = Some(
-                        f.into_iter()
-                            .map(|f| {
-                                (
-                                    String::from_utf8(f.name).unwrap(),
-                                    String::from_utf8(f.value).unwrap(),
-                                )
-                            })
-                            .collect::<Vec<_>>(),
-                    );
-                    break;
-                }
-                at = end;
-            }
-        }
-        fields.is_some() && (fin || !want_fin)
-    });
-    (fields.unwrap(), fin)
-}
-
-fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    fields
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
 }
 
 /// Reads a stream of the raw client to its reset; the RESET_STREAM code, or None if it was not reset yet.
