@@ -610,3 +610,40 @@ pub fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> 
         .find(|(n, _)| n == name)
         .map(|(_, v)| v.as_str())
 }
+
+/// A datagram from the raw client on `stream`'s session, echoed by the server application, back to the raw
+/// client byte for byte.
+pub fn raw_datagram_round_trip(
+    pair: &mut Pair,
+    raw: &mut RawClient,
+    stream: u64,
+    ss: SessionId,
+    payload: &[u8],
+) {
+    let limit = Duration::from_secs(10);
+    let mut d = Vec::new();
+    tern::wire::varint_write(stream / 4, &mut d);
+    d.extend_from_slice(payload);
+    raw.conn.dgram_send(&d).unwrap();
+    let mut got = None;
+    raw.pump_until(pair, limit, |_, p| {
+        got = p.server.session(ss).and_then(|mut s| s.recv_datagram());
+        got.is_some()
+    });
+    let got = got.unwrap();
+    assert_eq!(&got[..], payload);
+    pair.server
+        .session(ss)
+        .unwrap()
+        .send_datagram(&got)
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let mut back = None;
+    raw.pump_until(pair, limit, |r, _| {
+        if let Ok(n) = r.conn.dgram_recv(&mut buf) {
+            back = Some(buf[..n].to_vec());
+        }
+        back.is_some()
+    });
+    assert_eq!(back.unwrap(), d);
+}

@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use tern::wire::{varint_read, varint_write};
+use tern::wire::varint_read;
 use tern::{Dialect, Dialects, Event, IncomingRequest, SessionCloseReason, SessionId};
+use tern_tests::raw_datagram_round_trip;
 use tern_tests::{
     configs, connect_request, control_stream, Pair, RawClient, DRAFT02_SETTINGS, LATEST_SETTINGS,
 };
@@ -26,36 +27,6 @@ fn session_request(pair: &Pair) -> Option<(SessionId, IncomingRequest)> {
         Event::SessionRequest { session, request } => Some((*session, request.clone())),
         _ => None,
     })
-}
-
-/// A datagram from the raw client on `stream`'s session, echoed by the server application, back to the raw
-/// client byte for byte.
-fn datagram_round_trip(pair: &mut Pair, raw: &mut RawClient, stream: u64, ss: SessionId) {
-    let mut d = Vec::new();
-    varint_write(stream / 4, &mut d);
-    d.extend_from_slice(b"dialect datagram");
-    raw.conn.dgram_send(&d).unwrap();
-    let mut got = None;
-    raw.pump_until(pair, T, |_, p| {
-        got = p.server.session(ss).and_then(|mut s| s.recv_datagram());
-        got.is_some()
-    });
-    let got = got.unwrap();
-    assert_eq!(&got[..], b"dialect datagram");
-    pair.server
-        .session(ss)
-        .unwrap()
-        .send_datagram(&got)
-        .unwrap();
-    let mut buf = [0u8; 2048];
-    let mut back = None;
-    raw.pump_until(pair, T, |r, _| {
-        if let Ok(n) = r.conn.dgram_recv(&mut buf) {
-            back = Some(buf[..n].to_vec());
-        }
-        back.is_some()
-    });
-    assert_eq!(back.unwrap(), d);
 }
 
 #[test]
@@ -89,7 +60,7 @@ fn draft02_only_raw_client_establishes_like_a_browser() {
         p.server.connection(h).unwrap().peer_dialect(),
         Some(Dialect::Draft02)
     );
-    datagram_round_trip(&mut p, &mut raw, 0, ss);
+    raw_datagram_round_trip(&mut p, &mut raw, 0, ss, b"dialect datagram");
 }
 
 #[test]
@@ -114,7 +85,7 @@ fn latest_only_raw_client_establishes() {
         p.server.connection(h).unwrap().peer_dialect(),
         Some(Dialect::Latest)
     );
-    datagram_round_trip(&mut p, &mut raw, 0, ss);
+    raw_datagram_round_trip(&mut p, &mut raw, 0, ss, b"dialect datagram");
 }
 
 #[test]

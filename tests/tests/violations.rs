@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use tern::wire::{varint_write, write_frame};
 use tern::{code, ConnectionError, Event, SessionCloseReason, SessionId};
+use tern_tests::raw_datagram_round_trip;
 use tern_tests::{
     configs, connect_request, control_stream, headers_frame, Pair, RawClient, LATEST_SETTINGS,
 };
@@ -141,39 +142,6 @@ fn raw_session(pair: &mut Pair, raw: &mut RawClient, stream: u64) -> SessionId {
             _ => None,
         })
         .expect("server established the session")
-}
-
-/// A datagram for the raw client's session on `stream`, echoed by the server application.
-fn datagram_round_trip(pair: &mut Pair, raw: &mut RawClient, stream: u64, ss: SessionId) {
-    let mut d = Vec::new();
-    varint_write(stream / 4, &mut d);
-    d.extend_from_slice(b"ping over grease");
-    raw.conn.dgram_send(&d).unwrap();
-    let mut got = None;
-    raw.pump_until(pair, T, |_, p| {
-        got = p.server.session(ss).and_then(|mut s| s.recv_datagram());
-        got.is_some()
-    });
-    let got = got.unwrap();
-    assert_eq!(&got[..], b"ping over grease");
-    pair.server
-        .session(ss)
-        .unwrap()
-        .send_datagram(&got)
-        .unwrap();
-    let mut buf = [0u8; 2048];
-    let mut back = None;
-    raw.pump_until(pair, T, |r, _| {
-        if let Ok(n) = r.conn.dgram_recv(&mut buf) {
-            back = Some(buf[..n].to_vec());
-        }
-        back.is_some()
-    });
-    assert_eq!(
-        back.unwrap(),
-        d,
-        "the echo carries the same quarter stream id and payload"
-    );
 }
 
 // -------------------------------------------------------------------------------------------------
@@ -429,7 +397,7 @@ fn datagram_for_an_unknown_session_is_dropped_and_counted() {
     let h = p.server.connections()[0];
     // A session on stream 0, then closed by the client (CLOSE capsule, FIN).
     let ss = raw_session(&mut p, &mut raw, 0);
-    datagram_round_trip(&mut p, &mut raw, 0, ss);
+    raw_datagram_round_trip(&mut p, &mut raw, 0, ss, b"ping over grease");
     let mut capsule = Vec::new();
     tern::wire::Capsule::Close {
         code: 7,
@@ -489,7 +457,7 @@ fn datagram_for_an_unknown_session_is_dropped_and_counted() {
     expect_open(&mut p, &mut raw);
     // The connection still serves a new session, and its datagrams.
     let ss = raw_session(&mut p, &mut raw, 8);
-    datagram_round_trip(&mut p, &mut raw, 8, ss);
+    raw_datagram_round_trip(&mut p, &mut raw, 8, ss, b"ping over grease");
 }
 
 // -------------------------------------------------------------------------------------------------
@@ -586,7 +554,7 @@ fn grease_everywhere_is_ignored() {
         "{:?}",
         p.server_events
     );
-    datagram_round_trip(&mut p, &mut raw, 0, ss);
+    raw_datagram_round_trip(&mut p, &mut raw, 0, ss, b"ping over grease");
     expect_open(&mut p, &mut raw);
 }
 
