@@ -312,6 +312,16 @@ impl Config {
         self.cert_chain_pem.is_some() && self.key_pem.is_some()
     }
 
+    /// The most packets batched into one GSO transmit.
+    pub fn max_gso_segments(&self) -> usize {
+        self.max_gso_segments
+    }
+
+    /// The largest UDP payload sent.
+    pub fn max_udp_payload(&self) -> usize {
+        self.max_udp_payload
+    }
+
     /// Builds the quiche configuration for one role.
     pub(crate) fn build_quic(&self, server: bool) -> Result<quiche::Config, ConfigError> {
         use boring::ssl::{SslContextBuilder, SslMethod, SslVerifyMode};

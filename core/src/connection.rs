@@ -1256,11 +1256,11 @@ impl Connection {
                 Err(quiche::Error::Done) => return Ok(()),
                 Err(quiche::Error::StreamReset(c)) => {
                     log::debug!("session {id}: CONNECT stream reset with {c:#x}");
-                    self.request_ended(id, ev);
+                    self.request_ended(id, false, ev);
                     return Ok(());
                 }
                 Err(_) => {
-                    self.request_ended(id, ev);
+                    self.request_ended(id, false, ev);
                     return Ok(());
                 }
             };
@@ -1342,7 +1342,7 @@ impl Connection {
                 if !clean_end {
                     log::debug!("session {id}: CONNECT stream ended inside a frame or capsule");
                 }
-                self.request_ended(id, ev);
+                self.request_ended(id, clean_end, ev);
                 return Ok(());
             }
             if n == 0 {
@@ -1352,10 +1352,20 @@ impl Connection {
     }
 
     /// The peer ended its side of a CONNECT stream (FIN or reset).
-    fn request_ended(&mut self, id: u64, ev: &mut VecDeque<Event>) {
+    fn request_ended(&mut self, id: u64, clean: bool, ev: &mut VecDeque<Event>) {
         if self.sessions.contains_key(&id) {
-            // A FIN or reset without CLOSE capsule is a close with no code (section 6).
-            self.end_session(id, SessionCloseReason::StreamEnded, true, ev);
+            // A clean FIN without CLOSE capsule is a close with code 0 and no reason (draft section 6);
+            // a reset or a FIN inside a frame ends the session without a code.
+            let reason = if clean {
+                SessionCloseReason::Closed {
+                    code: 0,
+                    reason: String::new(),
+                    by_peer: true,
+                }
+            } else {
+                SessionCloseReason::StreamEnded
+            };
+            self.end_session(id, reason, true, ev);
         }
         self.forget_request(id);
     }

@@ -165,7 +165,8 @@ pub enum SessionCloseReason {
         /// The peer sent it (true) or this side did.
         by_peer: bool,
     },
-    /// The CONNECT stream ended (FIN or reset) without a CLOSE capsule: a close with no code.
+    /// The CONNECT stream was reset (or ended inside a frame) without a CLOSE capsule: no code. (A clean FIN
+    /// without a capsule is reported as `Closed` with code 0 and an empty reason, as the draft says.)
     StreamEnded,
     /// The peer broke the session's protocol; the stream was reset with this HTTP/3 code.
     ProtocolViolation {

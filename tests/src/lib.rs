@@ -38,6 +38,30 @@ pub fn test_cert() -> TestCert {
     }
 }
 
+/// A certificate that browsers and strict peers accept for hash pinning: ECDSA P-256, valid for 10 days
+/// (from an hour ago), for `localhost`, `127.0.0.1` and `::1`. Not a CA (self-signed leaf).
+pub fn dev_cert() -> TestCert {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let mut params = rcgen::CertificateParams::new(vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ])
+    .expect("params");
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(10);
+    let cert = params.self_signed(&key).expect("self-signed");
+    let h = ring::digest::digest(&ring::digest::SHA256, cert.der());
+    let mut sha256 = [0u8; 32];
+    sha256.copy_from_slice(h.as_ref());
+    TestCert {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        sha256,
+    }
+}
+
 /// Configuration tuned for fast in-memory tests: small initial RTT and ack delay, so loss recovery and
 /// timers take milliseconds.
 pub fn fast(cfg: Config) -> Config {

@@ -1,7 +1,8 @@
-//! Tern's demo: a WebTransport server and client run against each other in memory (two sans-IO endpoints,
-//! packets handed across without sockets) and print what they exchanged.
+//! The sans-IO core on its own: a WebTransport server and client run against each other in memory (two
+//! endpoints, packets handed across without sockets) and print what they exchanged.
 //!
-//! Run: `./dev demo` (or `cargo run --release -p tern-examples --bin demo`).
+//! Run: `cargo run --release -p tern-examples --bin in_memory`. (The README's demo, `./dev demo`, is
+//! `tern demo` over real UDP.)
 
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,248 @@
+//! `tern`: serve, check and demonstrate WebTransport.
+//!
+//! - `tern serve`: an echo server (self-signed certificate unless one is given);
+//! - `tern connect URL`: connect, echo datagrams and streams, close, and print a summary;
+//! - `tern demo`: both on loopback.
+
+mod cert;
+mod connect;
+mod serve;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tern_tokio::{Config, ConnectOptions, Endpoint};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tern",
+    version,
+    about = "WebTransport over HTTP/3: serve, connect, demo"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run an echo server: datagrams and streams come back unchanged on / and /echo; other paths get 404.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:4433")]
+        listen: SocketAddr,
+        /// Certificate chain (PEM). Without one a self-signed ECDSA P-256 certificate valid for 10 days is
+        /// generated.
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        /// Private key (PEM).
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+        /// Names for the generated certificate.
+        #[arg(long = "name", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()])]
+        names: Vec<String>,
+    },
+    /// Check a server: connect, datagram echoes (64, 256, 1024 bytes and the maximum), a bidirectional and
+    /// a unidirectional stream echo, close. Exit status 0 only when everything passed.
+    Connect {
+        /// The server, e.g. https://127.0.0.1:4433/echo
+        url: String,
+        #[command(flatten)]
+        verify: Verify,
+        /// Seconds to wait for the session.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+        /// The `origin` header to send.
+        #[arg(long)]
+        origin: Option<String>,
+    },
+    /// Start an echo server on loopback, run `connect` against it and print the summary.
+    Demo,
+}
+
+#[derive(clap::Args, Debug)]
+#[group(multiple = false)]
+struct Verify {
+    /// Accept the server certificate whose DER SHA-256 is this (hex, colons allowed); may repeat.
+    #[arg(long = "cert-hash")]
+    cert_hash: Vec<String>,
+    /// Trust this CA certificate (PEM) in addition to the system roots.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Do not verify the server certificate at all (development only: anyone on the path can intercept).
+    #[arg(long)]
+    insecure: bool,
+}
+
+fn client_config(v: &Verify) -> Result<Config, String> {
+    let cfg = Config::new();
+    if v.insecure {
+        return Ok(cfg.with_insecure_skip_verification());
+    }
+    if !v.cert_hash.is_empty() {
+        let hashes = v
+            .cert_hash
+            .iter()
+            .map(|h| cert::parse_hash(h))
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(cfg.with_certificate_hashes(hashes));
+    }
+    if let Some(ca) = &v.ca {
+        return cfg
+            .with_ca_file(ca)
+            .map_err(|e| format!("{}: {e}", ca.display()));
+    }
+    Ok(cfg)
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tern: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        match cli.command {
+            Command::Serve {
+                listen,
+                cert,
+                key,
+                names,
+            } => serve_cmd(listen, cert, key, names).await,
+            Command::Connect {
+                url,
+                verify,
+                timeout,
+                origin,
+            } => connect_cmd(url, verify, timeout, origin).await,
+            Command::Demo => demo_cmd().await,
+        }
+    })
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("tern: {msg}");
+    ExitCode::FAILURE
+}
+
+async fn serve_cmd(
+    listen: SocketAddr,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    names: Vec<String>,
+) -> ExitCode {
+    let (config, hash) = match (cert, key) {
+        (Some(cert), Some(key)) => {
+            let pem = match std::fs::read_to_string(&cert) {
+                Ok(p) => p,
+                Err(e) => return fail(format!("{}: {e}", cert.display())),
+            };
+            match Config::new().with_certificate_files(&cert, &key) {
+                Ok(c) => (c, cert::pem_sha256(&pem)),
+                Err(e) => return fail(e),
+            }
+        }
+        _ => match cert::generate(&names, Duration::from_secs(10 * 86_400)) {
+            Ok(c) => (
+                Config::new().with_certificate_pem(c.cert_pem, c.key_pem),
+                Some(c.sha256),
+            ),
+            Err(e) => return fail(format!("generating a certificate: {e}")),
+        },
+    };
+    let endpoint = match Endpoint::server(listen, config) {
+        Ok(e) => e,
+        Err(e) => return fail(format!("cannot listen on {listen}: {e}")),
+    };
+    println!("{}", serve::banner(endpoint.local_addr(), hash.as_ref()));
+    let stats = Arc::new(serve::ServeStats::default());
+    let server = tokio::spawn(serve::run(endpoint.clone(), stats, false));
+    let _ = tokio::signal::ctrl_c().await;
+    eprintln!("tern: shutting down");
+    endpoint.close(tern::code::H3_NO_ERROR, "server shutting down");
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    server.abort();
+    ExitCode::SUCCESS
+}
+
+async fn connect_cmd(
+    url: String,
+    verify: Verify,
+    timeout: f64,
+    origin: Option<String>,
+) -> ExitCode {
+    let config = match client_config(&verify) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let endpoint = match Endpoint::client(config) {
+        Ok(e) => e,
+        Err(e) => return fail(e),
+    };
+    let timeout = Duration::from_secs_f64(timeout.clamp(0.1, 3600.0));
+    let mut options = ConnectOptions::default().timeout(timeout);
+    options.origin = origin;
+    let report = connect::run(&endpoint, &url, options, Duration::from_secs(10)).await;
+    println!("{}", report.summary());
+    // Let the close reach the server before the process exits.
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+async fn demo_cmd() -> ExitCode {
+    let names = ["localhost".to_string(), "127.0.0.1".to_string()];
+    let cert = match cert::generate(&names, Duration::from_secs(10 * 86_400)) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("generating a certificate: {e}")),
+    };
+    let server = match Endpoint::server(
+        "127.0.0.1:0".parse().expect("literal address"),
+        Config::new().with_certificate_pem(cert.cert_pem, cert.key_pem),
+    ) {
+        Ok(e) => e,
+        Err(e) => return fail(format!("cannot start the echo server: {e}")),
+    };
+    let addr = server.local_addr();
+    println!(
+        "tern demo: echo server {}",
+        serve::banner(addr, Some(&cert.sha256))
+    );
+    let stats = Arc::new(serve::ServeStats::default());
+    tokio::spawn(serve::run(server.clone(), stats, true));
+    let client = match Endpoint::client(Config::new().with_certificate_hashes(vec![cert.sha256])) {
+        Ok(e) => e,
+        Err(e) => return fail(e),
+    };
+    let url = format!("https://{addr}/echo");
+    println!("tern demo: connecting with the certificate hash pinned\n");
+    let report = connect::run(
+        &client,
+        &url,
+        ConnectOptions::default(),
+        Duration::from_secs(10),
+    )
+    .await;
+    println!("{}", report.summary());
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.wait_idle()).await;
+    server.close(tern::code::H3_NO_ERROR, "demo over");
+    if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
