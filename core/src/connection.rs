@@ -258,6 +258,8 @@ pub(crate) struct Connection {
     streams_rejected: u64,
     /// quiche's count of STOP_SENDING frames received, as of the last scan for stopped streams.
     stops_seen: u64,
+    /// Streams that had capacity again as soon as a short write asked for it: reported on the next pass.
+    writable_now: Vec<u64>,
     /// The earliest buffered-stream deadline.
     pub(crate) deadline: Option<Instant>,
 }
@@ -312,6 +314,7 @@ impl Connection {
             dgram_dropped_buffer: 0,
             streams_rejected: 0,
             stops_seen: 0,
+            writable_now: Vec::new(),
             deadline: None,
         }
     }
@@ -367,6 +370,11 @@ impl Connection {
             self.connected_reported = true;
             ev.push_back(Event::Connected { conn: self.handle });
         }
+        // STOP_SENDING first: reading a stream to its end (or its reset) can let quiche collect a stream
+        // whose sending side it reset for the peer's STOP_SENDING, and the code would be lost.
+        if self.alive() {
+            self.find_stopped(ev);
+        }
         // Collected first: quiche re-queues incremental streams that stay readable after a read.
         let mut readable: SmallVec<[u64; 16]> = SmallVec::new();
         while let Some(id) = self.quic.stream_readable_next() {
@@ -386,6 +394,7 @@ impl Connection {
         while let Some(id) = self.quic.stream_writable_next() {
             writable.push(id);
         }
+        writable.extend(self.writable_now.drain(..));
         for id in writable {
             if !self.alive() {
                 break;
@@ -2583,7 +2592,12 @@ impl Connection {
                 Err(quiche::Error::Done) => Ok(None),
                 Err(quiche::Error::StreamReset(c)) => {
                     d.recv = RecvSide::Reset(h3_to_app(c));
-                    Err(StreamError::Reset(h3_to_app(c)))
+                    if c == code::WT_SESSION_GONE {
+                        // The peer ended the session: say so rather than "reset with no code".
+                        Err(StreamError::SessionGone)
+                    } else {
+                        Err(StreamError::Reset(h3_to_app(c)))
+                    }
                 }
                 Err(_) => {
                     d.recv = RecvSide::Done;
@@ -2651,9 +2665,21 @@ impl Connection {
         } else {
             self.quic.stream_send(id, &data[..allowed], send_fin)
         };
+        // A stream quiche already collected: its sending side was reset for the peer's STOP_SENDING (the
+        // code is gone with it).
+        let collected = matches!(r, Err(quiche::Error::Done))
+            && matches!(
+                self.quic.stream_capacity(id),
+                Err(quiche::Error::InvalidStreamState(_))
+            );
         let d = self.data_mut(id)?;
         let n = match r {
             Ok(n) => n,
+            Err(quiche::Error::Done) if collected => {
+                d.send = SendSide::Stopped(None);
+                self.maybe_forget(id);
+                return Err(StreamError::Stopped(None));
+            }
             Err(quiche::Error::Done) => 0,
             Err(quiche::Error::StreamStopped(c)) => {
                 d.send = SendSide::Stopped(h3_to_app(c));
@@ -2671,9 +2697,11 @@ impl Connection {
         } else if n < data.len() {
             d.want_writable = true;
             if !credit_limited || n < allowed {
-                let _ = self
-                    .quic
-                    .stream_writable(id, (data.len() - n).min(16 << 10));
+                // Threshold 1: quiche reports a stream only once its capacity reaches the threshold, and a
+                // congestion window smaller than a larger threshold would never wake the writer.
+                if let Ok(true) = self.quic.stream_writable(id, 1) {
+                    self.writable_now.push(id);
+                }
             }
         }
         if let Some(s) = self.sessions.get_mut(&session) {
