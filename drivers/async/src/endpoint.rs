@@ -361,9 +361,10 @@ fn connection_failure(addr: SocketAddr, e: ConnectionError) -> ConnectError {
                 reason: format!("the server sent TLS alert {}: {reason}", code - 0x100),
             }
         }
-        ConnectionError::TimedOut => ConnectError::TimedOut {
+        // The handshake's own idle timeout passed before the connect timeout.
+        ConnectionError::TimedOut => ConnectError::Connection {
             addr,
-            timeout: Duration::ZERO,
+            error: ConnectionError::TimedOut,
         },
         error => ConnectError::Connection { addr, error },
     }

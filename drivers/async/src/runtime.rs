@@ -69,3 +69,27 @@ pub trait AsyncUdpSocket: Send + Sync + Debug + 'static {
         None
     }
 }
+
+/// Socket buffers asked for (the kernel caps them at `net.core.rmem_max` / `wmem_max`). Loopback and fast
+/// links burst more than the default ~200 KiB absorbs.
+pub const SOCKET_BUFFER: usize = 4 << 20;
+
+/// What every driver does to a new UDP socket: larger buffers (best effort) and ICMP error reports (so a
+/// connect to a closed port fails at once). `quinn-udp` does the system calls.
+pub fn tune_udp_socket(state: &quinn_udp::UdpSocketState, socket: &std::net::UdpSocket) {
+    for (what, r) in [
+        (
+            "receive",
+            state.set_recv_buffer_size(socket.into(), SOCKET_BUFFER),
+        ),
+        (
+            "send",
+            state.set_send_buffer_size(socket.into(), SOCKET_BUFFER),
+        ),
+        ("ICMP error", state.enable_transport_errors(socket.into())),
+    ] {
+        if let Err(e) = r {
+            log::debug!("UDP socket {what} option not set: {e}");
+        }
+    }
+}

@@ -277,18 +277,22 @@ impl RecvStream {
                 }
             }
             Ok(None) => {
+                if let Some(r) = session_closed(&st, &self.session) {
+                    return Poll::Ready(Err(ReadError::SessionClosed(r)));
+                }
                 if let Some(code) = st.streams.get(&self.id).and_then(|s| s.peer_reset) {
                     self.done = true;
                     return Poll::Ready(Err(ReadError::Reset(code)));
-                }
-                if let Some(r) = session_closed(&st, &self.session) {
-                    return Poll::Ready(Err(ReadError::SessionClosed(r)));
                 }
                 self.register(&mut st, cx)
             }
             Err(StreamError::Reset(c)) => {
                 self.done = true;
-                Poll::Ready(Err(ReadError::Reset(c)))
+                match (c, session_closed(&st, &self.session)) {
+                    // A reset without a WebTransport code on a session that is over: the session's end.
+                    (None, Some(r)) => Poll::Ready(Err(ReadError::SessionClosed(r))),
+                    _ => Poll::Ready(Err(ReadError::Reset(c))),
+                }
             }
             Err(StreamError::InvalidState("stream finished")) => {
                 self.done = true;
@@ -297,8 +301,10 @@ impl RecvStream {
             Err(StreamError::InvalidState(s)) => Poll::Ready(Err(ReadError::Closed(s))),
             Err(_) => {
                 if let Some(code) = st.streams.get(&self.id).and_then(|s| s.peer_reset) {
-                    self.done = true;
-                    return Poll::Ready(Err(ReadError::Reset(code)));
+                    if code.is_some() || session_closed(&st, &self.session).is_none() {
+                        self.done = true;
+                        return Poll::Ready(Err(ReadError::Reset(code)));
+                    }
                 }
                 Poll::Ready(Err(ReadError::SessionClosed(session_reason(
                     &st,

@@ -47,8 +47,7 @@ impl Runtime for TokioRuntime {
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         let _guard = self.handle.enter();
         let state = UdpSocketState::new((&socket).into())?;
-        // Best effort: ICMP errors let a connect to a closed port fail at once.
-        let _ = state.enable_transport_errors((&socket).into());
+        tern_async::runtime::tune_udp_socket(&state, &socket);
         socket.set_nonblocking(true)?;
         let io = tokio::net::UdpSocket::from_std(socket)?;
         Ok(Arc::new(UdpSocket { io, state }))
