@@ -93,3 +93,27 @@ pub fn tune_udp_socket(state: &quinn_udp::UdpSocketState, socket: &std::net::Udp
         }
     }
 }
+
+/// The next host the network reported unreachable on `socket` (ICMP port unreachable), for
+/// [`AsyncUdpSocket::take_unreachable`]; other queued errors are skipped.
+pub fn next_unreachable<S>(state: &quinn_udp::UdpSocketState, socket: &S) -> Option<SocketAddr>
+where
+    for<'s> quinn_udp::UdpSockRef<'s>: From<&'s S>,
+{
+    loop {
+        match state.recv_transport_error(socket.into()) {
+            Ok(Some(e)) => {
+                if matches!(e.payload, quinn_udp::TransportErrorPayload::Unreachable) {
+                    if let Some(addr) = e.addr {
+                        return Some(addr);
+                    }
+                }
+            }
+            Ok(None) => return None,
+            Err(e) => {
+                log::debug!("reading the socket error queue: {e}");
+                return None;
+            }
+        }
+    }
+}

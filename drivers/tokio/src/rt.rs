@@ -115,22 +115,6 @@ impl AsyncUdpSocket for UdpSocket {
     }
 
     fn take_unreachable(&self) -> Option<SocketAddr> {
-        loop {
-            match self.state.recv_transport_error((&self.io).into()) {
-                Ok(Some(e)) => {
-                    log::debug!("socket error queue: {e:?}");
-                    if matches!(e.payload, quinn_udp::TransportErrorPayload::Unreachable) {
-                        if let Some(addr) = e.addr {
-                            return Some(addr);
-                        }
-                    }
-                }
-                Ok(None) => return None,
-                Err(e) => {
-                    log::debug!("reading the socket error queue: {e}");
-                    return None;
-                }
-            }
-        }
+        tern_async::runtime::next_unreachable(&self.state, &self.io)
     }
 }
