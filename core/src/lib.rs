@@ -42,6 +42,7 @@ mod event;
 mod frame;
 mod qpack;
 pub mod settings;
+pub mod url;
 mod varint;
 
 pub use config::{Config, CongestionControl, QlogFactory, Verification};
@@ -53,6 +54,7 @@ pub use event::{
     SessionId, SessionRequest, SessionStats, StreamId, Transmit,
 };
 pub use settings::Dialect;
+pub use url::{Target, UrlError};
 
 /// Wire codecs, exposed for tests and tools that build HTTP/3 and WebTransport bytes by hand.
 pub mod wire {

@@ -8,14 +8,15 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tern::{Config, ConnectionError, Headers, IncomingRequest, SessionId, SessionRequest};
+use tern::{
+    Config, ConnectionError, Headers, IncomingRequest, SessionId, SessionRequest, Target,
+};
 
 use crate::driver::Driver;
 use crate::error::ConnectError;
 use crate::runtime::Runtime;
 use crate::session::Session;
 use crate::state::{ConnectFailure, OwnedConn, Phase, SessionInfo, SessionState, Shared, State};
-use crate::url::Target;
 
 /// The default time `connect` waits for a session.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

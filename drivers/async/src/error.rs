@@ -86,6 +86,19 @@ pub enum ConnectError {
     EndpointClosed,
 }
 
+impl From<tern::UrlError> for ConnectError {
+    fn from(e: tern::UrlError) -> Self {
+        match e {
+            tern::UrlError::Invalid { url, reason } => Self::InvalidUrl { url, reason },
+            tern::UrlError::Resolve { host, reason } => Self::Resolve { host, reason },
+            other => Self::InvalidUrl {
+                url: String::new(),
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
 impl From<ConnectError> for io::Error {
     fn from(e: ConnectError) -> Self {
         let kind = match &e {

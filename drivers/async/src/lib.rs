@@ -21,17 +21,15 @@ pub mod runtime;
 mod session;
 mod state;
 mod stream;
-mod url;
 
 pub use endpoint::{ConnectOptions, Endpoint, IncomingSession, DEFAULT_CONNECT_TIMEOUT};
 pub use error::{ConnectError, ReadError, SessionError, WriteError};
 pub use runtime::{AsyncTimer, AsyncUdpSocket, Runtime};
 pub use session::Session;
 pub use stream::{RecvStream, SendStream};
-pub use url::Target;
 
 pub use bytes::Bytes;
 pub use tern::{
     code, Config, ConfigError, ConnectionError, ConnectionStats, DatagramError, Headers,
-    SessionCloseReason, SessionId, SessionStats, StreamId,
+    SessionCloseReason, SessionId, SessionStats, StreamId, Target, UrlError,
 };

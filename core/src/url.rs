@@ -1,8 +1,31 @@
-//! The small part of URL parsing WebTransport needs: `https://host[:port][/path][?query]`.
+//! The small part of URL handling WebTransport clients need: `https://host[:port][/path][?query]`.
+//!
+//! Parsing is pure. [`Target::resolve`] is the one place in this crate that asks the system for something (a
+//! name lookup, for host names; IP literals need none): drivers share it rather than each writing their own.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
-use crate::error::ConnectError;
+/// A URL that cannot be used, or a host that does not resolve.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UrlError {
+    /// The URL is not an `https://host[:port]/path` URL.
+    #[error("invalid URL {url:?}: {reason}")]
+    Invalid {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The host name did not resolve to an address of the wanted family.
+    #[error("cannot resolve {host}: {reason}")]
+    Resolve {
+        /// The host.
+        host: String,
+        /// Why.
+        reason: String,
+    },
+}
 
 /// A parsed `https` URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,8 +42,8 @@ pub struct Target {
 
 impl Target {
     /// Parses an `https://` URL.
-    pub fn parse(url: &str) -> Result<Self, ConnectError> {
-        let bad = |reason: &str| ConnectError::InvalidUrl {
+    pub fn parse(url: &str) -> Result<Self, UrlError> {
+        let bad = |reason: &str| UrlError::Invalid {
             url: url.to_string(),
             reason: reason.to_string(),
         };
@@ -92,8 +115,8 @@ impl Target {
 
     /// Resolves the host to an address of the same family as `local` (an IP literal needs no lookup; a name
     /// is resolved with the system resolver).
-    pub fn resolve(&self, local: SocketAddr) -> Result<SocketAddr, ConnectError> {
-        let fail = |reason: String| ConnectError::Resolve {
+    pub fn resolve(&self, local: SocketAddr) -> Result<SocketAddr, UrlError> {
+        let fail = |reason: String| UrlError::Resolve {
             host: self.host.clone(),
             reason,
         };
@@ -157,7 +180,7 @@ mod tests {
             "x",
         ] {
             assert!(
-                matches!(Target::parse(u), Err(ConnectError::InvalidUrl { .. })),
+                matches!(Target::parse(u), Err(UrlError::Invalid { .. })),
                 "{u}"
             );
         }
@@ -172,7 +195,7 @@ mod tests {
         );
         assert!(matches!(
             t.resolve("[::]:0".parse().unwrap()),
-            Err(ConnectError::Resolve { .. })
+            Err(UrlError::Resolve { .. })
         ));
     }
 }

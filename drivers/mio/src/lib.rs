@@ -1,0 +1,419 @@
+//! WebTransport over HTTP/3 for custom event loops and game engines: no async, no threads.
+//!
+//! The application owns the loop. Each frame (or on each readiness of the socket) it calls
+//! [`Endpoint::poll`] (Tern waits on its own `mio::Poll`) or [`Endpoint::process`] (the application
+//! registered Tern's socket with its own `mio::Poll` and saw it ready), then drains [`Endpoint::poll_event`]
+//! and issues commands through [`Endpoint::session`] and [`Endpoint::stream`], which never block: writes
+//! report how many bytes were accepted, reads how many were there. Commands take effect on the wire at the
+//! next `process` / `poll` (or an explicit [`Endpoint::flush`]).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tern_mio::{Config, Endpoint, Event};
+//!
+//! # fn main() -> std::io::Result<()> {
+//! let mut client = Endpoint::bind("0.0.0.0:0".parse().unwrap(), Config::new())?;
+//! let session = client.connect("https://example.com:4433/game").expect("valid URL");
+//! loop {
+//!     client.poll(Some(Duration::from_millis(16)))?; // one 60 Hz frame at most
+//!     while let Some(ev) = client.poll_event() {
+//!         match ev {
+//!             Event::SessionEstablished { session, .. } => {
+//!                 client.session(session).unwrap().send_datagram(b"hello").ok();
+//!             }
+//!             Event::DatagramReceived { session } => {
+//!                 while let Some(d) = client.session(session).unwrap().recv_datagram() { /* state */ }
+//!             }
+//!             Event::SessionClosed { .. } => return Ok(()),
+//!             _ => {}
+//!         }
+//!     }
+//! #   let _ = session;
+//! }
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::collections::HashMap;
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use quinn_udp::{RecvMeta, Transmit as UdpTransmit, UdpSocketState, BATCH_SIZE};
+
+pub use tern::{
+    code, Config, ConfigError, ConnectionError, ConnectionHandle, ConnectionRef, ConnectionStats,
+    DatagramError, Event, Headers, IncomingRequest, SessionCloseReason, SessionError, SessionId,
+    SessionRef, SessionRequest, SessionStats, StreamError, StreamId, StreamRef, Target, UrlError,
+};
+
+/// The token Tern's socket uses on its own `mio::Poll` (with [`Endpoint::bind`]).
+pub const SOCKET: mio::Token = mio::Token(0);
+
+/// The largest UDP datagram (and GRO buffer).
+const MAX_DATAGRAM: usize = 65_535;
+/// Pacing release times closer than this are sent at once.
+const PACING_SLACK: Duration = Duration::from_millis(1);
+/// Socket buffers asked for (capped by the kernel).
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// Why `connect` could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The URL is unusable or its host does not resolve.
+    #[error("{0}")]
+    Url(UrlError),
+    /// The configuration cannot open this connection.
+    #[error("{0}")]
+    Config(ConfigError),
+    /// The request could not be sent (bad header, too large).
+    #[error("cannot send the request: {0}")]
+    Request(SessionError),
+}
+
+struct Pending {
+    destination: SocketAddr,
+    len: usize,
+    segment_size: Option<usize>,
+    send_at: Instant,
+}
+
+/// A WebTransport endpoint on one non-blocking UDP socket, driven by the application's loop.
+pub struct Endpoint {
+    core: tern::Endpoint,
+    socket: mio::net::UdpSocket,
+    udp: UdpSocketState,
+    local: SocketAddr,
+    poll: Option<(mio::Poll, mio::Events)>,
+    recv_buf: Vec<u8>,
+    slot: usize,
+    meta: Vec<RecvMeta>,
+    send_buf: Vec<u8>,
+    pending: Option<Pending>,
+    /// Client connections opened by `connect`, closed once their session is over.
+    owned: HashMap<ConnectionHandle, Option<Instant>>,
+    events: std::collections::VecDeque<Event>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("local", &self.local)
+            .field("connections", &self.core.connection_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    /// Binds `addr` with its own `mio::Poll` (drive it with [`poll`](Self::poll)). A config with a
+    /// certificate accepts sessions.
+    pub fn bind(addr: SocketAddr, config: Config) -> io::Result<Self> {
+        let mut ep = Self::bind_unregistered(addr, config)?;
+        let poll = mio::Poll::new()?;
+        poll.registry()
+            .register(&mut ep.socket, SOCKET, mio::Interest::READABLE | mio::Interest::WRITABLE)?;
+        ep.poll = Some((poll, mio::Events::with_capacity(16)));
+        Ok(ep)
+    }
+
+    /// Binds `addr` without a poll of its own: register the socket with yours ([`register`](Self::register))
+    /// and call [`process`](Self::process) when it is ready or a timeout passes.
+    pub fn bind_unregistered(addr: SocketAddr, config: Config) -> io::Result<Self> {
+        let std_socket = std::net::UdpSocket::bind(addr)?;
+        std_socket.set_nonblocking(true)?;
+        let udp = UdpSocketState::new((&std_socket).into())?;
+        for r in [
+            udp.set_recv_buffer_size((&std_socket).into(), SOCKET_BUFFER),
+            udp.set_send_buffer_size((&std_socket).into(), SOCKET_BUFFER),
+        ] {
+            if let Err(e) = r {
+                log::debug!("UDP socket buffer not set: {e}");
+            }
+        }
+        let local = std_socket.local_addr()?;
+        let segments = config
+            .max_gso_segments()
+            .min(udp.max_gso_segments())
+            .max(1);
+        let core = tern::Endpoint::new(config.with_max_gso_segments(segments))
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let gro = udp.gro_segments() > 1;
+        let (slots, slot) = if gro {
+            (BATCH_SIZE.clamp(1, 8), MAX_DATAGRAM)
+        } else {
+            (BATCH_SIZE.clamp(1, 32), 2048)
+        };
+        Ok(Self {
+            core,
+            socket: mio::net::UdpSocket::from_std(std_socket),
+            udp,
+            local,
+            poll: None,
+            recv_buf: vec![0; slots * slot],
+            slot,
+            meta: vec![RecvMeta::default(); slots],
+            send_buf: vec![0; MAX_DATAGRAM],
+            pending: None,
+            owned: HashMap::new(),
+            events: Default::default(),
+        })
+    }
+
+    /// Registers the socket with the application's `mio::Poll` (readable and writable, edge-triggered:
+    /// call [`process`](Self::process) on every readiness).
+    pub fn register(&mut self, registry: &mio::Registry, token: mio::Token) -> io::Result<()> {
+        registry.register(
+            &mut self.socket,
+            token,
+            mio::Interest::READABLE | mio::Interest::WRITABLE,
+        )
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The sans-IO endpoint underneath (for anything this wrapper does not expose).
+    pub fn core(&mut self) -> &mut tern::Endpoint {
+        &mut self.core
+    }
+
+    /// When `process` must run next at the latest (timers and paced sends), if anything is scheduled.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        [
+            self.core.poll_timeout(),
+            self.pending.as_ref().map(|p| p.send_at),
+            self.owned.values().flatten().min().copied(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Waits on Tern's own poll for socket readiness, at most `max_wait` and no later than the next timer,
+    /// then [`process`](Self::process)es. Only for endpoints made with [`bind`](Self::bind).
+    pub fn poll(&mut self, max_wait: Option<Duration>) -> io::Result<()> {
+        let now = Instant::now();
+        let timer = self
+            .next_timeout()
+            .map(|t| t.saturating_duration_since(now));
+        let wait = match (max_wait, timer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let Some((poll, events)) = self.poll.as_mut() else {
+            return Err(io::Error::other(
+                "this endpoint has no poll of its own (bind_unregistered): call process() from your loop",
+            ));
+        };
+        match poll.poll(events, wait) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        self.process(Instant::now());
+        Ok(())
+    }
+
+    /// Does all pending work without blocking: receives everything the socket has, runs due timers, and
+    /// sends what can go now. Events wait in [`poll_event`](Self::poll_event).
+    pub fn process(&mut self, now: Instant) {
+        self.receive(now);
+        if self.core.poll_timeout().is_some_and(|t| t <= now) {
+            self.core.handle_timeout(now);
+        }
+        self.close_owned(now);
+        self.flush();
+    }
+
+    fn receive(&mut self, now: Instant) {
+        loop {
+            let n = {
+                let mut bufs: Vec<IoSliceMut<'_>> = self
+                    .recv_buf
+                    .chunks_mut(self.slot)
+                    .map(IoSliceMut::new)
+                    .collect();
+                match self.udp.recv((&self.socket).into(), &mut bufs, &mut self.meta) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        log::debug!("UDP receive failed: {e}");
+                        return;
+                    }
+                }
+            };
+            for i in 0..n {
+                let m = self.meta[i];
+                let start = i * self.slot;
+                let buf = &mut self.recv_buf[start..start + m.len.min(self.slot)];
+                let stride = if m.stride == 0 { buf.len() } else { m.stride };
+                for seg in buf.chunks_mut(stride.max(1)) {
+                    self.core.handle(now, m.addr, self.local, seg);
+                }
+            }
+        }
+    }
+
+    /// Sends whatever commands and timers produced, as far as the socket and pacing allow (also done by
+    /// `process` and `poll`).
+    pub fn flush(&mut self) {
+        let now = Instant::now();
+        loop {
+            if self.pending.is_none() {
+                match self.core.poll_transmit(now, &mut self.send_buf) {
+                    Some(t) => {
+                        self.pending = Some(Pending {
+                            destination: t.destination,
+                            len: t.len,
+                            segment_size: t.segment_size.filter(|s| *s < t.len),
+                            send_at: t.send_at,
+                        })
+                    }
+                    None => return,
+                }
+            }
+            let Some(p) = &self.pending else { return };
+            if p.send_at > now + PACING_SLACK {
+                return;
+            }
+            let transmit = UdpTransmit {
+                destination: p.destination,
+                ecn: None,
+                contents: &self.send_buf[..p.len],
+                segment_size: p.segment_size,
+                src_ip: None,
+            };
+            match self.udp.try_send((&self.socket).into(), &transmit) {
+                Ok(()) => self.pending = None,
+                // Writable readiness (or the next poll) resumes.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    if !quinn_udp::is_msg_size_err(&e) {
+                        log::debug!("UDP send to {} failed: {e}", p.destination);
+                    }
+                    self.pending = None;
+                }
+            }
+        }
+    }
+
+    /// The next event. Drain after every `poll` / `process`.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        if let Some(ev) = self.events.pop_front() {
+            return Some(ev);
+        }
+        let ev = self.core.poll_event()?;
+        match &ev {
+            Event::SessionClosed { session, .. } | Event::SessionRejected { session, .. } => {
+                self.schedule_owned_close(session.connection());
+            }
+            Event::ConnectionClosed { conn, .. } => {
+                self.owned.remove(conn);
+            }
+            _ => {}
+        }
+        Some(ev)
+    }
+
+    fn schedule_owned_close(&mut self, conn: ConnectionHandle) {
+        let grace = self
+            .core
+            .connection(conn)
+            .map(|c| c.stats().rtt * 3)
+            .unwrap_or_default()
+            .clamp(Duration::from_millis(20), Duration::from_secs(1));
+        if let Some(at) = self.owned.get_mut(&conn) {
+            at.get_or_insert(Instant::now() + grace);
+        }
+    }
+
+    fn close_owned(&mut self, now: Instant) {
+        let due: Vec<ConnectionHandle> = self
+            .owned
+            .iter()
+            .filter(|(_, at)| at.is_some_and(|t| t <= now))
+            .map(|(h, _)| *h)
+            .collect();
+        for h in due {
+            self.owned.remove(&h);
+            if let Some(mut c) = self.core.connection(h) {
+                c.close(code::H3_NO_ERROR, "");
+            }
+        }
+    }
+
+    /// Opens a session to an `https://` URL on a new connection. The outcome arrives as
+    /// `Event::SessionEstablished`, `SessionRejected` (status), or `SessionClosed` / `ConnectionClosed`
+    /// (TLS failure, timeout: the connection's idle timeout bounds the attempt). The connection is closed
+    /// once the session is over.
+    pub fn connect(&mut self, url: &str) -> Result<SessionId, ConnectError> {
+        self.connect_with(url, SessionRequest::new("", ""))
+    }
+
+    /// Like `connect`, with origin and headers from `request` (its authority and path are taken from the
+    /// URL).
+    pub fn connect_with(
+        &mut self,
+        url: &str,
+        mut request: SessionRequest,
+    ) -> Result<SessionId, ConnectError> {
+        let target = Target::parse(url).map_err(ConnectError::Url)?;
+        let remote = target.resolve(self.local).map_err(ConnectError::Url)?;
+        request.authority = target.authority.clone();
+        request.path = target.path.clone();
+        let h = self
+            .core
+            .connect(Instant::now(), self.local, remote, &target.host)
+            .map_err(ConnectError::Config)?;
+        let id = match self.core.connection(h).map(|mut c| c.open_session(request)) {
+            Some(Ok(id)) => id,
+            Some(Err(e)) => {
+                if let Some(mut c) = self.core.connection(h) {
+                    c.close(code::H3_NO_ERROR, "");
+                }
+                return Err(ConnectError::Request(e));
+            }
+            None => return Err(ConnectError::Request(SessionError::Closed)),
+        };
+        self.owned.insert(h, None);
+        self.flush();
+        Ok(id)
+    }
+
+    /// Commands on a session (accept / reject a request, streams, datagrams, close).
+    pub fn session(&mut self, id: SessionId) -> Option<SessionRef<'_>> {
+        self.core.session(id)
+    }
+
+    /// Commands on a stream (read, write — both report how much —, finish, reset, stop).
+    pub fn stream(&mut self, id: StreamId) -> Option<StreamRef<'_>> {
+        self.core.stream(id)
+    }
+
+    /// Commands on a connection.
+    pub fn connection(&mut self, h: ConnectionHandle) -> Option<ConnectionRef<'_>> {
+        self.core.connection(h)
+    }
+
+    /// Live connections.
+    pub fn connection_count(&self) -> usize {
+        self.core.connection_count()
+    }
+
+    /// Closes every connection (then `poll` / `process` until `connection_count()` is 0 to let the closes
+    /// go out).
+    pub fn close(&mut self, code: u64, reason: &str) {
+        self.core.set_accepting(false);
+        for h in self.core.connections() {
+            if let Some(mut c) = self.core.connection(h) {
+                c.close(code, reason);
+            }
+        }
+        self.flush();
+    }
+}
