@@ -19,10 +19,15 @@
 //!     while let Some(ev) = client.poll_event() {
 //!         match ev {
 //!             Event::SessionEstablished { session, .. } => {
-//!                 client.session(session).unwrap().send_datagram(b"hello").ok();
+//!                 if let Some(mut s) = client.session(session) {
+//!                     s.send_datagram(b"hello").ok(); // goes out at the next poll
+//!                 }
 //!             }
 //!             Event::DatagramReceived { session } => {
-//!                 while let Some(d) = client.session(session).unwrap().recv_datagram() { /* state */ }
+//!                 // A session may be gone by the time its events are read: match, don't unwrap.
+//!                 while let Some(d) = client.session(session).and_then(|mut s| s.recv_datagram()) {
+//!                     let _state = d;
+//!                 }
 //!             }
 //!             Event::SessionClosed { .. } => return Ok(()),
 //!             _ => {}
@@ -193,9 +198,11 @@ impl Endpoint {
         .min()
     }
 
-    /// Waits on Tern's own poll for socket readiness, at most `max_wait` and no later than the next timer,
-    /// then [`process`](Self::process)es. Only for endpoints made with [`bind`](Self::bind).
+    /// Sends what commands queued, waits on Tern's own poll for socket readiness (at most `max_wait`, and no
+    /// later than the next timer), then [`process`](Self::process)es. Only for endpoints made with
+    /// [`bind`](Self::bind).
     pub fn poll(&mut self, max_wait: Option<Duration>) -> io::Result<()> {
+        self.flush();
         let now = Instant::now();
         let timer = self
             .next_timeout()
@@ -216,6 +223,12 @@ impl Endpoint {
         }
         self.process(Instant::now());
         Ok(())
+    }
+
+    /// [`poll`](Self::poll) until `deadline` (a game loop's end of tick): returns at the deadline, or
+    /// earlier when something arrived (drain events, then call again).
+    pub fn poll_until(&mut self, deadline: Instant) -> io::Result<()> {
+        self.poll(Some(deadline.saturating_duration_since(Instant::now())))
     }
 
     /// Does all pending work without blocking: receives everything the socket has, runs due timers, and
@@ -302,7 +315,8 @@ impl Endpoint {
         }
     }
 
-    /// The next event. Drain after every `poll` / `process`.
+    /// The next event. Drain after every `poll` / `process`. `StreamReadable` comes once per arrival of
+    /// new data: read until `read` returns `None`, or remember to come back to a stream you left unread.
     pub fn poll_event(&mut self) -> Option<Event> {
         if let Some(ev) = self.events.pop_front() {
             return Some(ev);
@@ -347,10 +361,12 @@ impl Endpoint {
         }
     }
 
-    /// Opens a session to an `https://` URL on a new connection. The outcome arrives as
+    /// Opens a session to an `https://` URL on a new connection (the endpoint's address family must match
+    /// the server's: bind `0.0.0.0:0` for IPv4, `[::]:0` for IPv6). The outcome arrives as
     /// `Event::SessionEstablished`, `SessionRejected` (status), or `SessionClosed` / `ConnectionClosed`
     /// (TLS failure, timeout: the connection's idle timeout bounds the attempt). The connection is closed
-    /// once the session is over.
+    /// shortly after the session is over: keep polling until `connection_count()` is 0 before dropping the
+    /// endpoint, so the close reaches the server.
     pub fn connect(&mut self, url: &str) -> Result<SessionId, ConnectError> {
         self.connect_with(url, SessionRequest::new("", ""))
     }
@@ -405,8 +421,9 @@ impl Endpoint {
         self.core.connection_count()
     }
 
-    /// Closes every connection (then `poll` / `process` until `connection_count()` is 0 to let the closes
-    /// go out).
+    /// Closes every connection with an HTTP/3 code (`code::H3_NO_ERROR` for a normal close; session close
+    /// codes go through `session(id).close(..)`), then `poll` / `process` until `connection_count()` is 0 to
+    /// let the closes go out.
     pub fn close(&mut self, code: u64, reason: &str) {
         self.core.set_accepting(false);
         for h in self.core.connections() {
