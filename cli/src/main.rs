@@ -7,6 +7,7 @@
 mod cert;
 mod connect;
 mod serve;
+mod web;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,6 +46,10 @@ enum Command {
         /// Names for the generated certificate.
         #[arg(long = "name", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()])]
         names: Vec<String>,
+        /// Also serve a page for browsers over plain HTTP on this address (use loopback: browsers treat
+        /// http://127.0.0.1 as a secure context). The page pins the certificate hash.
+        #[arg(long)]
+        web: Option<SocketAddr>,
     },
     /// Check a server: connect, datagram echoes (64, 256, 1024 bytes and the maximum), a bidirectional and
     /// a unidirectional stream echo, close. Exit status 0 only when everything passed.
@@ -119,7 +124,8 @@ fn main() -> ExitCode {
                 cert,
                 key,
                 names,
-            } => serve_cmd(listen, cert, key, names).await,
+                web,
+            } => serve_cmd(listen, cert, key, names, web).await,
             Command::Connect {
                 url,
                 verify,
@@ -129,6 +135,15 @@ fn main() -> ExitCode {
             Command::Demo => demo_cmd().await,
         }
     })
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -141,6 +156,7 @@ async fn serve_cmd(
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     names: Vec<String>,
+    web: Option<SocketAddr>,
 ) -> ExitCode {
     let (config, hash) = match (cert, key) {
         (Some(cert), Some(key)) => {
@@ -166,6 +182,31 @@ async fn serve_cmd(
         Err(e) => return fail(format!("cannot listen on {listen}: {e}")),
     };
     println!("{}", serve::banner(endpoint.local_addr(), hash.as_ref()));
+    let _web = match web {
+        None => None,
+        Some(addr) => {
+            let Some(h) = hash else {
+                return fail("--web needs the certificate's hash: could not read it from the PEM");
+            };
+            let listener = match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => l,
+                Err(e) => return fail(format!("cannot serve the page on {addr}: {e}")),
+            };
+            let bound = listener.local_addr().unwrap_or(addr);
+            if !bound.ip().is_loopback() {
+                eprintln!(
+                    "tern: note: browsers give WebTransport only to secure contexts; http://{bound} is one \
+                     only on loopback"
+                );
+            }
+            let page = web::page(
+                &web::webtransport_url(endpoint.local_addr()),
+                &cert::hex(&h),
+            );
+            println!("web page on http://{bound}/");
+            Some(AbortOnDrop(tokio::spawn(web::serve(listener, page))))
+        }
+    };
     let stats = Arc::new(serve::ServeStats::default());
     let server = tokio::spawn(serve::run(endpoint.clone(), stats, false));
     let _ = tokio::signal::ctrl_c().await;
