@@ -404,6 +404,18 @@ impl Endpoint {
             let Some(c) = self.conns.get_mut(&h) else {
                 continue;
             };
+            if let Some((pkt, info)) = c.prebuilt.pop_front() {
+                let n = pkt.len().min(buf.len());
+                buf[..n].copy_from_slice(&pkt[..n]);
+                self.dirty.push_back(h);
+                return Some(Transmit {
+                    destination: info.to,
+                    source: info.from,
+                    len: n,
+                    segment_size: None,
+                    send_at: info.at,
+                });
+            }
             let (n, info) = match c.quic.send(buf) {
                 Ok(v) => v,
                 Err(quiche::Error::Done) => {

@@ -96,6 +96,8 @@ pub(crate) struct Connection {
     stops_seen: u64,
     /// Streams that had capacity again as soon as a short write asked for it: reported on the next pass.
     writable_now: Vec<u64>,
+    /// Packets built ahead of `poll_transmit` (see `send_fin_now`), sent first.
+    pub(crate) prebuilt: std::collections::VecDeque<(Vec<u8>, quiche::SendInfo)>,
     /// The earliest buffered-stream deadline.
     pub(crate) deadline: Option<Instant>,
 }
@@ -151,6 +153,7 @@ impl Connection {
             streams_rejected: 0,
             stops_seen: 0,
             writable_now: Vec::new(),
+            prebuilt: std::collections::VecDeque::new(),
             deadline: None,
         }
     }
@@ -504,6 +507,26 @@ impl Connection {
 
     // ---------------------------------------------------------------------------------------------
     // Commands: connection
+
+    /// Builds packets right away after a FIN was set. quiche 0.30 counts a sending side complete once every
+    /// byte below the final size is acknowledged, whether or not the FIN itself went out, and frees the
+    /// stream when that acknowledgement arrives: a FIN set after all data was sent would be lost if an ACK
+    /// were processed before the next transmit. Building now puts the FIN on the wire first (when the
+    /// congestion window allows; a FIN-only packet lost later can still be lost with it).
+    pub(super) fn send_fin_now(&mut self) {
+        const MAX_PREBUILT: usize = 8;
+        let size = self.cfg.max_udp_payload().max(1200);
+        while self.prebuilt.len() < MAX_PREBUILT {
+            let mut buf = vec![0u8; size];
+            match self.quic.send(&mut buf) {
+                Ok((n, info)) => {
+                    buf.truncate(n);
+                    self.prebuilt.push_back((buf, info));
+                }
+                Err(_) => break,
+            }
+        }
+    }
 
     pub(crate) fn stats(&self) -> ConnectionStats {
         let st = self.quic.stats();

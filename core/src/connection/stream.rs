@@ -226,23 +226,15 @@ impl Connection {
     /// A data stream quiche reports writable: pushes out a pending stream header and FIN, reports a
     /// STOP_SENDING from the peer, and wakes the application if it waits to write.
     pub(super) fn data_writable(&mut self, id: u64, ev: &mut VecDeque<Event>) {
-        let stid = self.stid(id);
         let cap = self.quic.stream_capacity(id);
+        if let Err(quiche::Error::StreamStopped(c)) = cap {
+            self.stopped(id, c, ev);
+            return;
+        }
+        let stid = self.stid(id);
         let Some(Stream::Data(d)) = self.streams.get_mut(&id) else {
             return;
         };
-        if let Err(quiche::Error::StreamStopped(c)) = cap {
-            if matches!(d.send, SendSide::Open | SendSide::Finished) {
-                let code = h3_to_app(c);
-                let was_open = matches!(d.send, SendSide::Open);
-                d.send = SendSide::Stopped(code);
-                if was_open {
-                    ev.push_back(Event::StreamStopped { stream: stid, code });
-                }
-                self.maybe_forget(id);
-            }
-            return;
-        }
         if !d.header.is_empty() {
             if let Ok(n) = self.quic.stream_send(id, &d.header, false) {
                 d.header.drain(..n);
@@ -286,9 +278,28 @@ impl Connection {
             })
             .collect();
         for id in sending {
-            if let Err(quiche::Error::StreamStopped(_)) = self.quic.stream_capacity(id) {
-                self.on_writable(id, ev);
+            // One probe only: quiche may collect a complete stream while answering it.
+            if let Err(quiche::Error::StreamStopped(c)) = self.quic.stream_capacity(id) {
+                self.stopped(id, c, ev);
             }
+        }
+    }
+
+    /// The peer sent STOP_SENDING with HTTP/3 code `c` (quiche has reset our sending side).
+    fn stopped(&mut self, id: u64, c: u64, ev: &mut VecDeque<Event>) {
+        let stid = self.stid(id);
+        let Some(Stream::Data(d)) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if matches!(d.send, SendSide::Open | SendSide::Finished) {
+            let code = h3_to_app(c);
+            let was_open = matches!(d.send, SendSide::Open);
+            d.send = SendSide::Stopped(code);
+            d.fin_pending = false;
+            if was_open {
+                ev.push_back(Event::StreamStopped { stream: stid, code });
+            }
+            self.maybe_forget(id);
         }
     }
 
@@ -594,7 +605,8 @@ impl Connection {
                 return Err(StreamError::InvalidState("stream closed"));
             }
         };
-        if send_fin && n == data.len() {
+        let fin_set = send_fin && n == data.len();
+        if fin_set {
             d.send = SendSide::Finished;
         } else if n < data.len() {
             d.want_writable = true;
@@ -616,6 +628,9 @@ impl Connection {
                     self.send_capsule(session, &Capsule::DataBlocked(max));
                 }
             }
+        }
+        if fin_set {
+            self.send_fin_now();
         }
         self.maybe_forget(id);
         Ok(n)
@@ -641,6 +656,7 @@ impl Connection {
             Ok(_) => {
                 let d = self.data_mut(id)?;
                 d.send = SendSide::Finished;
+                self.send_fin_now();
                 self.maybe_forget(id);
                 Ok(())
             }
