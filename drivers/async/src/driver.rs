@@ -149,6 +149,7 @@ impl Future for Driver {
             st.process_events(now);
 
             // 4. Transmit.
+            let mut refused_retry = false;
             for _ in 0..SEND_ROUNDS {
                 if this.pending.is_none() {
                     match st.core.poll_transmit(now, &mut this.send_buf) {
@@ -178,11 +179,24 @@ impl Future for Driver {
                 match this.socket.poll_send(cx, &transmit) {
                     Poll::Ready(Ok(())) => {
                         this.pending = None;
+                        refused_retry = false;
+                        progress = true;
+                    }
+                    // An ICMP error from some other (dead) peer is reported by the next send, whoever it
+                    // goes to: that send did not happen, so try it again (the error is consumed).
+                    Poll::Ready(Err(e))
+                        if e.kind() == io::ErrorKind::ConnectionRefused && !refused_retry =>
+                    {
+                        refused_retry = true;
+                        while let Some(addr) = this.socket.take_unreachable() {
+                            st.unreachable(addr);
+                        }
                         progress = true;
                     }
                     Poll::Ready(Err(e)) => {
                         let to = p.destination;
                         this.pending = None;
+                        refused_retry = false;
                         if !quinn_udp::is_msg_size_err(&e) {
                             this.log_send_error(&e, to);
                         }

@@ -8,9 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tern::{
-    Config, ConnectionError, Headers, IncomingRequest, SessionId, SessionRequest, Target,
-};
+use tern::{Config, ConnectionError, Headers, IncomingRequest, SessionId, SessionRequest, Target};
 
 use crate::driver::Driver;
 use crate::error::ConnectError;

@@ -169,6 +169,9 @@ pub(crate) struct State {
     pub(crate) sessions: HashMap<SessionId, SessionState>,
     pub(crate) streams: HashMap<StreamId, StreamState>,
     pub(crate) owned: HashMap<ConnectionHandle, OwnedConn>,
+    /// Server connections whose last session ended, and when to close them (some clients, Chromium among
+    /// them, abandon the connection without closing it).
+    pub(crate) idle: HashMap<ConnectionHandle, Instant>,
     /// Every `Endpoint` handle is gone (or `close` was called): no new sessions.
     pub(crate) closed: bool,
     pub(crate) accepting: bool,
@@ -187,6 +190,7 @@ impl State {
             sessions: HashMap::new(),
             streams: HashMap::new(),
             owned: HashMap::new(),
+            idle: HashMap::new(),
             closed: false,
             accepting: true,
             driver_done: false,
@@ -214,8 +218,42 @@ impl State {
         }
     }
 
+    /// A server connection lost its last session: close it after a grace period unless a new session
+    /// request arrives on it.
+    fn schedule_idle_close(&mut self, conn: ConnectionHandle, now: Instant) {
+        if self.owned.contains_key(&conn) {
+            return;
+        }
+        let live = self.sessions.iter().any(|(id, s)| {
+            id.connection() == conn && matches!(s.phase, Phase::Requested | Phase::Established)
+        });
+        if live || self.core.connection(conn).is_none() {
+            return;
+        }
+        let grace = self
+            .core
+            .connection(conn)
+            .map(|c| c.stats().rtt * 3)
+            .unwrap_or_default()
+            .clamp(Duration::from_millis(50), Duration::from_secs(1));
+        self.idle.entry(conn).or_insert(now + grace);
+    }
+
     /// Closes owned connections whose grace period is over; returns the next such deadline.
     pub(crate) fn close_owned_due(&mut self, now: Instant) -> Option<Instant> {
+        let idle_due: Vec<ConnectionHandle> = self
+            .idle
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(h, _)| *h)
+            .collect();
+        for h in idle_due {
+            self.idle.remove(&h);
+            if let Some(mut c) = self.core.connection(h) {
+                log::debug!("closing {h:?}: its last session ended");
+                c.close(tern::code::H3_NO_ERROR, "");
+            }
+        }
         let due: Vec<ConnectionHandle> = self
             .owned
             .iter()
@@ -228,7 +266,11 @@ impl State {
                 c.close(tern::code::H3_NO_ERROR, "");
             }
         }
-        self.owned.values().filter_map(|o| o.close_at).min()
+        self.owned
+            .values()
+            .filter_map(|o| o.close_at)
+            .chain(self.idle.values().copied())
+            .min()
     }
 
     /// The application let go of a session: close it (when open) and forget it.
@@ -318,6 +360,7 @@ impl State {
                 Event::Connected { .. } | Event::GoAway { .. } => {}
                 Event::ConnectionClosed { conn, error } => {
                     self.owned.remove(&conn);
+                    self.idle.remove(&conn);
                     for (id, s) in self.sessions.iter_mut() {
                         if id.connection() != conn {
                             continue;
@@ -345,6 +388,7 @@ impl State {
                     }
                 }
                 Event::SessionRequest { session, request } => {
+                    self.idle.remove(&session.connection());
                     if self.closed || !self.accepting || self.incoming.len() >= MAX_PENDING_REQUESTS
                     {
                         let status = if self.closed || !self.accepting {
@@ -414,6 +458,7 @@ impl State {
                         }
                     }
                     self.schedule_owned_close(session.connection(), now);
+                    self.schedule_idle_close(session.connection(), now);
                 }
                 Event::StreamOpened { stream, session } => {
                     let Some(s) = self.sessions.get_mut(&session) else {

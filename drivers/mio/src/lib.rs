@@ -117,8 +117,11 @@ impl Endpoint {
     pub fn bind(addr: SocketAddr, config: Config) -> io::Result<Self> {
         let mut ep = Self::bind_unregistered(addr, config)?;
         let poll = mio::Poll::new()?;
-        poll.registry()
-            .register(&mut ep.socket, SOCKET, mio::Interest::READABLE | mio::Interest::WRITABLE)?;
+        poll.registry().register(
+            &mut ep.socket,
+            SOCKET,
+            mio::Interest::READABLE | mio::Interest::WRITABLE,
+        )?;
         ep.poll = Some((poll, mio::Events::with_capacity(16)));
         Ok(ep)
     }
@@ -138,10 +141,7 @@ impl Endpoint {
             }
         }
         let local = std_socket.local_addr()?;
-        let segments = config
-            .max_gso_segments()
-            .min(udp.max_gso_segments())
-            .max(1);
+        let segments = config.max_gso_segments().min(udp.max_gso_segments()).max(1);
         let core = tern::Endpoint::new(config.with_max_gso_segments(segments))
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let gro = udp.gro_segments() > 1;
@@ -250,7 +250,10 @@ impl Endpoint {
                     .chunks_mut(self.slot)
                     .map(IoSliceMut::new)
                     .collect();
-                match self.udp.recv((&self.socket).into(), &mut bufs, &mut self.meta) {
+                match self
+                    .udp
+                    .recv((&self.socket).into(), &mut bufs, &mut self.meta)
+                {
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -276,6 +279,7 @@ impl Endpoint {
     /// `process` and `poll`).
     pub fn flush(&mut self) {
         let now = Instant::now();
+        let mut refused_retry = false;
         loop {
             if self.pending.is_none() {
                 match self.core.poll_transmit(now, &mut self.send_buf) {
@@ -302,7 +306,15 @@ impl Endpoint {
                 src_ip: None,
             };
             match self.udp.try_send((&self.socket).into(), &transmit) {
-                Ok(()) => self.pending = None,
+                Ok(()) => {
+                    self.pending = None;
+                    refused_retry = false;
+                }
+                // An ICMP error from another (dead) peer surfaces on this send: it did not happen; retry
+                // once (the error is consumed).
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused && !refused_retry => {
+                    refused_retry = true;
+                }
                 // Writable readiness (or the next poll) resumes.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
