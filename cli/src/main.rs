@@ -2,8 +2,10 @@
 //!
 //! - `tern serve`: an echo server (self-signed certificate unless one is given);
 //! - `tern connect URL`: connect, echo datagrams and streams, close, and print a summary;
-//! - `tern demo`: both on loopback.
+//! - `tern demo`: both on loopback;
+//! - `tern bench URL`: load: handshakes, bulk throughput, request/response, datagrams.
 
+mod bench;
 mod cert;
 mod connect;
 mod serve;
@@ -67,6 +69,17 @@ enum Command {
     },
     /// Start an echo server on loopback, run `connect` against it and print the summary.
     Demo,
+    /// Load an echo server: handshake rate and time, bulk throughput, request/response rate and latency,
+    /// datagram rate and loss. A table on stdout (or JSON with --json); exit status 1 when a workload could
+    /// not run at all.
+    Bench {
+        /// The server, e.g. https://127.0.0.1:4433/echo
+        url: String,
+        #[command(flatten)]
+        verify: Verify,
+        #[command(flatten)]
+        options: bench::Options,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -133,6 +146,11 @@ fn main() -> ExitCode {
                 origin,
             } => connect_cmd(url, verify, timeout, origin).await,
             Command::Demo => demo_cmd().await,
+            Command::Bench {
+                url,
+                verify,
+                options,
+            } => bench_cmd(url, verify, options).await,
         }
     })
 }
@@ -282,6 +300,30 @@ async fn demo_cmd() -> ExitCode {
     let _ = tokio::time::timeout(Duration::from_secs(2), client.wait_idle()).await;
     server.close(tern::code::H3_NO_ERROR, "demo over");
     if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+async fn bench_cmd(url: String, verify: Verify, options: bench::Options) -> ExitCode {
+    let config = match client_config(&verify) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let report = match bench::run(&url, config, &options).await {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    if options.json {
+        println!("{}", report.json());
+        for f in report.failures() {
+            eprintln!("tern: bench: {f}");
+        }
+    } else {
+        println!("{}", report.table());
+    }
+    if report.ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

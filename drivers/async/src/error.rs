@@ -128,12 +128,19 @@ pub enum SessionError {
     Core(#[from] tern::SessionError),
 }
 
+fn code_text(code: Option<u32>) -> String {
+    match code {
+        Some(c) => format!("code {c}"),
+        None => "no WebTransport code".to_string(),
+    }
+}
+
 /// Why a write failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum WriteError {
     /// The peer asked us to stop (STOP_SENDING) with this code (None: a code outside the WebTransport range).
-    #[error("the peer stopped the stream (code {0:?})")]
+    #[error("the peer stopped the stream ({})", code_text(*.0))]
     Stopped(Option<u32>),
     /// The session ended.
     #[error("session closed: {0:?}")]
@@ -148,7 +155,7 @@ pub enum WriteError {
 #[non_exhaustive]
 pub enum ReadError {
     /// The peer reset the stream with this code (None: a code outside the WebTransport range).
-    #[error("the peer reset the stream (code {0:?})")]
+    #[error("the peer reset the stream ({})", code_text(*.0))]
     Reset(Option<u32>),
     /// The session ended.
     #[error("session closed: {0:?}")]
