@@ -76,8 +76,22 @@ pub(crate) struct EndpointRef {
 
 impl Drop for EndpointRef {
     fn drop(&mut self) {
+        // The last handle (and every session) is gone: stop accepting, and close the connections after a
+        // short grace so session closes already queued reach the peers first. The driver task ends once
+        // they are closed.
         let mut st = self.shared.lock();
-        close_all(&mut st, tern::code::H3_NO_ERROR, "endpoint dropped");
+        st.closed = true;
+        while let Some(id) = st.incoming.pop_front() {
+            if let Some(mut r) = st.core.session(id) {
+                let _ = r.reject(503, &Headers::new());
+            }
+        }
+        let deadline = Instant::now() + Duration::from_millis(50);
+        for h in st.core.connections() {
+            st.idle.insert(h, deadline);
+        }
+        st.accept_w.wake();
+        st.wake_driver();
     }
 }
 

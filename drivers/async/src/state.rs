@@ -388,7 +388,9 @@ impl State {
                     }
                 }
                 Event::SessionRequest { session, request } => {
-                    self.idle.remove(&session.connection());
+                    if !self.closed {
+                        self.idle.remove(&session.connection());
+                    }
                     if self.closed || !self.accepting || self.incoming.len() >= MAX_PENDING_REQUESTS
                     {
                         let status = if self.closed || !self.accepting {
