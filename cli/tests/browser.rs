@@ -425,6 +425,28 @@ fn run_suite(browser: Browser) {
         "{name}: TERN.hash: {probe}"
     );
 
+    // Warm-up: a freshly started browser (Firefox especially, on a loaded machine) can take long over its
+    // first HTTP/3 connection. One session that must become ready within 30 s, timed and reported; the
+    // checks that follow keep their 10 s limits.
+    let warm = session
+        .execute_async(
+            "const done = arguments[arguments.length - 1]; const t0 = performance.now(); \
+             const wt = new WebTransport(TERN.url + 'echo?warmup', \
+               { serverCertificateHashes: [{ algorithm: 'sha-256', value: TERN.hashBytes }] }); \
+             const timer = setTimeout(() => done({ ok: false, error: 'not ready within 30 s' }), 30000); \
+             wt.ready.then(() => { clearTimeout(timer); const ms = performance.now() - t0; \
+               wt.close({ closeCode: 0, reason: '' }); done({ ok: true, ms }); }, \
+               e => { clearTimeout(timer); done({ ok: false, error: String(e) }); });",
+            json!([]),
+            Duration::from_secs(40),
+        )
+        .unwrap_or_else(|e| panic!("{name}: warm-up session: {e}"));
+    assert_eq!(warm["ok"], true, "{name}: warm-up session failed: {warm}");
+    println!(
+        "{name}: warm-up session ready in {:.0} ms",
+        warm["ms"].as_f64().unwrap_or_default()
+    );
+
     let mut outcomes = Vec::new();
     for check in CHECKS {
         let mark = server.mark();
