@@ -82,6 +82,7 @@ pub struct Config {
     pub(crate) max_udp_payload: usize,
     pub(crate) max_gso_segments: usize,
     pub(crate) pacing: bool,
+    pub(crate) close_idle_connections: bool,
     pub(crate) qlog: Option<QlogFactory>,
 }
 
@@ -147,6 +148,7 @@ impl Config {
             max_udp_payload: 1350,
             max_gso_segments: 16,
             pacing: true,
+            close_idle_connections: false,
             qlog: None,
         }
     }
@@ -275,6 +277,13 @@ impl Config {
     setter!(
         /// Pacing of sends (release times in `Transmit::send_at`).
         with_pacing, pacing, bool);
+    setter!(
+        /// Close a connection (H3_NO_ERROR) a few round trips after its last session ended, so a session's
+        /// close gets time to arrive and a peer that abandons the connection instead of closing it (Chromium
+        /// does) does not hold it until the idle timeout; a new session request cancels it. Off by default
+        /// in the core (a connection can carry a later session); the drivers turn it on, one session per
+        /// connection being what they open.
+        with_close_idle_connections, close_idle_connections, bool);
 
     /// The initial RTT estimate before any sample (small values make loss recovery fast in tests).
     #[must_use]
@@ -315,6 +324,11 @@ impl Config {
     /// The most packets batched into one GSO transmit.
     pub fn max_gso_segments(&self) -> usize {
         self.max_gso_segments
+    }
+
+    /// Whether connections close themselves once their sessions are over.
+    pub fn close_idle_connections(&self) -> bool {
+        self.close_idle_connections
     }
 
     /// The largest UDP payload sent.

@@ -352,7 +352,7 @@ impl Endpoint {
                 continue;
             };
             let quic_due = c.quic.timeout_instant().is_some_and(|t| t <= now);
-            let own_due = c.deadline.is_some_and(|t| t <= now);
+            let own_due = c.next_deadline().is_some_and(|t| t <= now);
             if !quic_due && !own_due {
                 continue;
             }
@@ -378,7 +378,7 @@ impl Endpoint {
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.conns
             .values()
-            .flat_map(|c| [c.quic.timeout_instant(), c.deadline])
+            .flat_map(|c| [c.quic.timeout_instant(), c.next_deadline()])
             .flatten()
             .min()
     }
@@ -535,6 +535,11 @@ impl ConnectionRef<'_> {
     /// The peer's address.
     pub fn remote_address(&self) -> SocketAddr {
         self.conn.remote()
+    }
+    /// True once the QUIC handshake completed.
+    /// True once a session has existed on this connection.
+    pub fn had_session(&self) -> bool {
+        self.conn.had_session
     }
     /// True once the QUIC handshake completed.
     pub fn is_established(&self) -> bool {

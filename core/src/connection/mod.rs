@@ -22,7 +22,7 @@ mod types;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use smallvec::SmallVec;
@@ -100,6 +100,10 @@ pub(crate) struct Connection {
     pub(crate) prebuilt: std::collections::VecDeque<(Vec<u8>, quiche::SendInfo)>,
     /// The earliest buffered-stream deadline.
     pub(crate) deadline: Option<Instant>,
+    /// A session existed on this connection at some point.
+    pub(crate) had_session: bool,
+    /// Its sessions are all over: close the connection at this instant (see `update_linger`).
+    linger_until: Option<Instant>,
 }
 
 fn is_bidi(id: u64) -> bool {
@@ -155,6 +159,8 @@ impl Connection {
             writable_now: Vec::new(),
             prebuilt: std::collections::VecDeque::new(),
             deadline: None,
+            had_session: false,
+            linger_until: None,
         }
     }
 
@@ -251,7 +257,47 @@ impl Connection {
         if self.alive() {
             self.expire_buffered(now);
         }
+        self.update_linger(now);
         self.check_end(ev);
+    }
+
+    /// The earliest instant the core itself must act (buffered streams, closing an idle connection).
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        [self.deadline, self.linger_until]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// With `close_idle_connections`, a connection whose sessions are all over closes itself (H3_NO_ERROR)
+    /// a few round trips later; a new session request cancels it.
+    fn update_linger(&mut self, now: Instant) {
+        if !self.sessions.is_empty() {
+            self.had_session = true;
+            self.linger_until = None;
+            return;
+        }
+        if !self.had_session || !self.alive() || !self.cfg.close_idle_connections() {
+            // Closing already (or never to close): no deadline left to report.
+            self.linger_until = None;
+            return;
+        }
+        match self.linger_until {
+            None => {
+                let grace =
+                    (self.stats().rtt * 3).clamp(Duration::from_millis(20), Duration::from_secs(1));
+                self.linger_until = Some(now + grace);
+            }
+            Some(t) if t <= now => {
+                self.linger_until = None;
+                log::debug!(
+                    "connection {:?}: its last session ended; closing",
+                    self.handle
+                );
+                self.close(code::H3_NO_ERROR, b"");
+            }
+            Some(_) => {}
+        }
     }
 
     fn check_end(&mut self, ev: &mut VecDeque<Event>) {

@@ -143,10 +143,9 @@ impl Future for Driver {
             if st.core.poll_timeout().is_some_and(|t| t <= now) {
                 st.core.handle_timeout(now);
             }
-            let owned_deadline = st.close_owned_due(now);
 
             // 3. Events -> wake-ups.
-            st.process_events(now);
+            st.process_events();
 
             // 4. Transmit.
             let mut refused_retry = false;
@@ -217,7 +216,6 @@ impl Future for Driver {
             let deadline = [
                 st.core.poll_timeout(),
                 this.pending.as_ref().map(|p| p.send_at),
-                owned_deadline,
             ]
             .into_iter()
             .flatten()

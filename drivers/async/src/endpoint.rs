@@ -14,7 +14,7 @@ use crate::driver::Driver;
 use crate::error::ConnectError;
 use crate::runtime::Runtime;
 use crate::session::Session;
-use crate::state::{ConnectFailure, OwnedConn, Phase, SessionInfo, SessionState, Shared, State};
+use crate::state::{ConnectFailure, Phase, SessionInfo, SessionState, Shared, State};
 
 /// The default time `connect` waits for a session.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,9 +76,8 @@ pub(crate) struct EndpointRef {
 
 impl Drop for EndpointRef {
     fn drop(&mut self) {
-        // The last handle (and every session) is gone: stop accepting, and close the connections after a
-        // short grace so session closes already queued reach the peers first. The driver task ends once
-        // they are closed.
+        // The last handle (and every session) is gone: stop accepting and let the connections close, session
+        // closes already queued reaching the peers first. The driver task ends once they are closed.
         let mut st = self.shared.lock();
         st.closed = true;
         while let Some(id) = st.incoming.pop_front() {
@@ -86,9 +85,14 @@ impl Drop for EndpointRef {
                 let _ = r.reject(503, &Headers::new());
             }
         }
-        let deadline = Instant::now() + Duration::from_millis(50);
+        // Connections that carried a session close themselves once it is over (close_idle_connections);
+        // the others have nothing queued and close now.
         for h in st.core.connections() {
-            st.idle.insert(h, deadline);
+            if let Some(mut c) = st.core.connection(h) {
+                if !c.had_session() {
+                    c.close(tern::code::H3_NO_ERROR, "endpoint dropped");
+                }
+            }
         }
         st.accept_w.wake();
         st.wake_driver();
@@ -139,7 +143,9 @@ impl Endpoint {
         let socket = runtime.wrap_udp_socket(socket)?;
         let gso = socket.max_gso_segments().max(1);
         let segments = config.max_gso_segments().min(gso).max(1);
-        let config = config.with_max_gso_segments(segments);
+        let config = config
+            .with_max_gso_segments(segments)
+            .with_close_idle_connections(true);
         let core = tern::Endpoint::new(config)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         log::debug!(
@@ -298,13 +304,6 @@ impl Endpoint {
             };
             st.sessions
                 .insert(id, SessionState::new(Phase::Connecting, remote));
-            st.owned.insert(
-                h,
-                OwnedConn {
-                    session: id,
-                    close_at: None,
-                },
-            );
             st.wake_driver();
             id
         };
@@ -530,7 +529,7 @@ impl Drop for IncomingSession {
     fn drop(&mut self) {
         if !self.answered {
             let mut st = self.endpoint.shared().lock();
-            st.release_session(self.id, Instant::now());
+            st.release_session(self.id);
         }
     }
 }

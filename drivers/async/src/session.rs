@@ -4,7 +4,6 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Instant;
 
 use bytes::Bytes;
 use tern::{
@@ -31,7 +30,7 @@ impl SessionInner {
 impl Drop for SessionInner {
     fn drop(&mut self) {
         let mut st = self.lock();
-        st.release_session(self.id, Instant::now());
+        st.release_session(self.id);
     }
 }
 
@@ -258,7 +257,7 @@ impl Session {
         };
         match r {
             Ok(()) => {
-                st.process_events(Instant::now());
+                st.process_events();
                 st.wake_driver();
                 Ok(())
             }

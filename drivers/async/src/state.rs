@@ -5,11 +5,10 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
-use std::time::{Duration, Instant};
 
 use tern::{
-    ConnectionError, ConnectionHandle, Event, Headers, IncomingRequest, SessionCloseReason,
-    SessionId, SessionRequest, StreamId,
+    ConnectionError, Event, Headers, IncomingRequest, SessionCloseReason, SessionId,
+    SessionRequest, StreamId,
 };
 
 use crate::runtime::Runtime;
@@ -152,13 +151,6 @@ impl StreamState {
     }
 }
 
-/// A client connection opened for one session; closed when that session is over.
-#[derive(Debug)]
-pub(crate) struct OwnedConn {
-    pub(crate) session: SessionId,
-    pub(crate) close_at: Option<Instant>,
-}
-
 pub(crate) struct State {
     pub(crate) core: tern::Endpoint,
     pub(crate) local: SocketAddr,
@@ -168,10 +160,6 @@ pub(crate) struct State {
     pub(crate) idle_w: Wakers,
     pub(crate) sessions: HashMap<SessionId, SessionState>,
     pub(crate) streams: HashMap<StreamId, StreamState>,
-    pub(crate) owned: HashMap<ConnectionHandle, OwnedConn>,
-    /// Server connections whose last session ended, and when to close them (some clients, Chromium among
-    /// them, abandon the connection without closing it).
-    pub(crate) idle: HashMap<ConnectionHandle, Instant>,
     /// Every `Endpoint` handle is gone (or `close` was called): no new sessions.
     pub(crate) closed: bool,
     pub(crate) accepting: bool,
@@ -189,8 +177,6 @@ impl State {
             idle_w: Wakers::default(),
             sessions: HashMap::new(),
             streams: HashMap::new(),
-            owned: HashMap::new(),
-            idle: HashMap::new(),
             closed: false,
             accepting: true,
             driver_done: false,
@@ -203,82 +189,11 @@ impl State {
         }
     }
 
-    /// Closes a client-owned connection shortly after its session ended, so the CLOSE capsule can arrive.
-    fn schedule_owned_close(&mut self, conn: ConnectionHandle, now: Instant) {
-        let grace = self
-            .core
-            .connection(conn)
-            .map(|c| c.stats().rtt * 3)
-            .unwrap_or_default()
-            .clamp(Duration::from_millis(20), Duration::from_secs(1));
-        if let Some(o) = self.owned.get_mut(&conn) {
-            if o.close_at.is_none() {
-                o.close_at = Some(now + grace);
-            }
-        }
-    }
-
-    /// A server connection lost its last session: close it after a grace period unless a new session
-    /// request arrives on it.
-    fn schedule_idle_close(&mut self, conn: ConnectionHandle, now: Instant) {
-        if self.owned.contains_key(&conn) {
-            return;
-        }
-        let live = self.sessions.iter().any(|(id, s)| {
-            id.connection() == conn && matches!(s.phase, Phase::Requested | Phase::Established)
-        });
-        if live || self.core.connection(conn).is_none() {
-            return;
-        }
-        let grace = self
-            .core
-            .connection(conn)
-            .map(|c| c.stats().rtt * 3)
-            .unwrap_or_default()
-            .clamp(Duration::from_millis(50), Duration::from_secs(1));
-        self.idle.entry(conn).or_insert(now + grace);
-    }
-
-    /// Closes owned connections whose grace period is over; returns the next such deadline.
-    pub(crate) fn close_owned_due(&mut self, now: Instant) -> Option<Instant> {
-        let idle_due: Vec<ConnectionHandle> = self
-            .idle
-            .iter()
-            .filter(|(_, t)| **t <= now)
-            .map(|(h, _)| *h)
-            .collect();
-        for h in idle_due {
-            self.idle.remove(&h);
-            if let Some(mut c) = self.core.connection(h) {
-                log::debug!("closing {h:?}: its last session ended");
-                c.close(tern::code::H3_NO_ERROR, "");
-            }
-        }
-        let due: Vec<ConnectionHandle> = self
-            .owned
-            .iter()
-            .filter(|(_, o)| o.close_at.is_some_and(|t| t <= now))
-            .map(|(h, _)| *h)
-            .collect();
-        for h in due {
-            self.owned.remove(&h);
-            if let Some(mut c) = self.core.connection(h) {
-                c.close(tern::code::H3_NO_ERROR, "");
-            }
-        }
-        self.owned
-            .values()
-            .filter_map(|o| o.close_at)
-            .chain(self.idle.values().copied())
-            .min()
-    }
-
     /// The application let go of a session: close it (when open) and forget it.
-    pub(crate) fn release_session(&mut self, id: SessionId, now: Instant) {
+    pub(crate) fn release_session(&mut self, id: SessionId) {
         let Some(s) = self.sessions.remove(&id) else {
             return;
         };
-        let conn = id.connection();
         match s.phase {
             Phase::Established | Phase::Connecting => {
                 if let Some(mut r) = self.core.session(id) {
@@ -293,14 +208,11 @@ impl State {
             _ => {}
         }
         self.streams.retain(|_, st| st.session != Some(id));
-        if self.owned.contains_key(&conn) {
-            if matches!(s.phase, Phase::Connecting) {
-                self.owned.remove(&conn);
-                if let Some(mut c) = self.core.connection(conn) {
-                    c.close(tern::code::H3_NO_ERROR, "");
-                }
-            } else {
-                self.schedule_owned_close(conn, now);
+        // An attempt given up before its session existed: its connection has nothing to wind down. (Other
+        // connections close themselves once their sessions are over: `Config::close_idle_connections`.)
+        if matches!(s.phase, Phase::Connecting) {
+            if let Some(mut c) = self.core.connection(id.connection()) {
+                c.close(tern::code::H3_NO_ERROR, "");
             }
         }
         self.wake_driver();
@@ -322,18 +234,15 @@ impl State {
 
     /// Marks connecting sessions to the host `addr` as refused (ICMP port unreachable during the handshake).
     pub(crate) fn unreachable(&mut self, addr: SocketAddr) {
-        let refused: Vec<(ConnectionHandle, SessionId)> = self
-            .owned
+        // The kernel reports the ICMP sender (the host), not the port: match by IP.
+        let refused: Vec<SessionId> = self
+            .sessions
             .iter()
-            .filter(|(_, o)| {
-                // The kernel reports the ICMP sender (the host), not the port: match by IP.
-                self.sessions.get(&o.session).is_some_and(|s| {
-                    matches!(s.phase, Phase::Connecting) && s.remote.ip() == addr.ip()
-                })
-            })
-            .map(|(h, o)| (*h, o.session))
+            .filter(|(_, s)| matches!(s.phase, Phase::Connecting) && s.remote.ip() == addr.ip())
+            .map(|(id, _)| *id)
             .collect();
-        for (h, sid) in refused {
+        for sid in refused {
+            let h = sid.connection();
             // Only a connection that never heard from its peer can have been refused.
             if self
                 .core
@@ -354,13 +263,11 @@ impl State {
     }
 
     /// Turns core events into state changes and wake-ups.
-    pub(crate) fn process_events(&mut self, now: Instant) {
+    pub(crate) fn process_events(&mut self) {
         while let Some(ev) = self.core.poll_event() {
             match ev {
                 Event::Connected { .. } | Event::GoAway { .. } => {}
                 Event::ConnectionClosed { conn, error } => {
-                    self.owned.remove(&conn);
-                    self.idle.remove(&conn);
                     for (id, s) in self.sessions.iter_mut() {
                         if id.connection() != conn {
                             continue;
@@ -388,9 +295,6 @@ impl State {
                     }
                 }
                 Event::SessionRequest { session, request } => {
-                    if !self.closed {
-                        self.idle.remove(&session.connection());
-                    }
                     if self.closed || !self.accepting || self.incoming.len() >= MAX_PENDING_REQUESTS
                     {
                         let status = if self.closed || !self.accepting {
@@ -434,7 +338,6 @@ impl State {
                         s.phase = Phase::Rejected { status, headers };
                         s.wake_all();
                     }
-                    self.schedule_owned_close(session.connection(), now);
                 }
                 Event::SessionDraining { session } => {
                     if let Some(s) = self.sessions.get_mut(&session) {
@@ -459,8 +362,6 @@ impl State {
                             st.wake();
                         }
                     }
-                    self.schedule_owned_close(session.connection(), now);
-                    self.schedule_idle_close(session.connection(), now);
                 }
                 Event::StreamOpened { stream, session } => {
                     let Some(s) = self.sessions.get_mut(&session) else {

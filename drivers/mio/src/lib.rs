@@ -40,7 +40,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -97,9 +96,6 @@ pub struct Endpoint {
     meta: Vec<RecvMeta>,
     send_buf: Vec<u8>,
     pending: Option<Pending>,
-    /// Client connections opened by `connect`, closed once their session is over.
-    owned: HashMap<ConnectionHandle, Option<Instant>>,
-    events: std::collections::VecDeque<Event>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -142,7 +138,11 @@ impl Endpoint {
         }
         let local = std_socket.local_addr()?;
         let segments = config.max_gso_segments().min(udp.max_gso_segments()).max(1);
-        let core = tern::Endpoint::new(config.with_max_gso_segments(segments))
+        // One session per connection is what `connect` opens: connections close once it is over.
+        let config = config
+            .with_max_gso_segments(segments)
+            .with_close_idle_connections(true);
+        let core = tern::Endpoint::new(config)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let gro = udp.gro_segments() > 1;
         let (slots, slot) = if gro {
@@ -161,8 +161,6 @@ impl Endpoint {
             meta: vec![RecvMeta::default(); slots],
             send_buf: vec![0; MAX_DATAGRAM],
             pending: None,
-            owned: HashMap::new(),
-            events: Default::default(),
         })
     }
 
@@ -191,7 +189,6 @@ impl Endpoint {
         [
             self.core.poll_timeout(),
             self.pending.as_ref().map(|p| p.send_at),
-            self.owned.values().flatten().min().copied(),
         ]
         .into_iter()
         .flatten()
@@ -238,7 +235,6 @@ impl Endpoint {
         if self.core.poll_timeout().is_some_and(|t| t <= now) {
             self.core.handle_timeout(now);
         }
-        self.close_owned(now);
         self.flush();
     }
 
@@ -330,47 +326,7 @@ impl Endpoint {
     /// The next event. Drain after every `poll` / `process`. `StreamReadable` comes once per arrival of
     /// new data: read until `read` returns `None`, or remember to come back to a stream you left unread.
     pub fn poll_event(&mut self) -> Option<Event> {
-        if let Some(ev) = self.events.pop_front() {
-            return Some(ev);
-        }
-        let ev = self.core.poll_event()?;
-        match &ev {
-            Event::SessionClosed { session, .. } | Event::SessionRejected { session, .. } => {
-                self.schedule_owned_close(session.connection());
-            }
-            Event::ConnectionClosed { conn, .. } => {
-                self.owned.remove(conn);
-            }
-            _ => {}
-        }
-        Some(ev)
-    }
-
-    fn schedule_owned_close(&mut self, conn: ConnectionHandle) {
-        let grace = self
-            .core
-            .connection(conn)
-            .map(|c| c.stats().rtt * 3)
-            .unwrap_or_default()
-            .clamp(Duration::from_millis(20), Duration::from_secs(1));
-        if let Some(at) = self.owned.get_mut(&conn) {
-            at.get_or_insert(Instant::now() + grace);
-        }
-    }
-
-    fn close_owned(&mut self, now: Instant) {
-        let due: Vec<ConnectionHandle> = self
-            .owned
-            .iter()
-            .filter(|(_, at)| at.is_some_and(|t| t <= now))
-            .map(|(h, _)| *h)
-            .collect();
-        for h in due {
-            self.owned.remove(&h);
-            if let Some(mut c) = self.core.connection(h) {
-                c.close(code::H3_NO_ERROR, "");
-            }
-        }
+        self.core.poll_event()
     }
 
     /// Opens a session to an `https://` URL on a new connection (the endpoint's address family must match
@@ -408,7 +364,6 @@ impl Endpoint {
             }
             None => return Err(ConnectError::Request(SessionError::Closed)),
         };
-        self.owned.insert(h, None);
         self.flush();
         Ok(id)
     }
