@@ -652,6 +652,11 @@ impl SessionRef<'_> {
     pub fn max_datagram_size(&self) -> Option<usize> {
         self.conn.max_datagram_size(self.id.stream)
     }
+    /// True while the connection's datagram send queue is full: [`send_datagram`](Self::send_datagram)
+    /// would drop. Room comes back as packets are built ([`Endpoint::poll_transmit`]).
+    pub fn datagram_queue_full(&self) -> bool {
+        self.conn.datagram_queue_full()
+    }
     /// Counters.
     pub fn stats(&self) -> SessionStats {
         self.conn.session_stats(self.id.stream).unwrap_or_default()

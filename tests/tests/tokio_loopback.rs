@@ -260,6 +260,74 @@ async fn datagram_echo_up_to_max_size() {
     );
 }
 
+/// A sender faster than the path waits for queue room instead of dropping. First, plain sends at full speed
+/// show the queue does fill (QueueFull); then 20,000 sends with `send_datagram_wait` drop nothing at the
+/// sender and reach the server in order (up to what a full receive queue sheds, which it counts); a closed
+/// session fails the wait.
+#[tokio::test]
+async fn datagram_send_wait_never_drops_at_the_sender() {
+    const N: u32 = 20_000;
+    let net = net();
+    let (srv, cli) = net.pair("/dgram").await;
+    let count = tokio::spawn(async move {
+        let mut got = 0u32;
+        let mut last = None;
+        while let Ok(Ok(d)) =
+            tokio::time::timeout(Duration::from_secs(3), srv.recv_datagram()).await
+        {
+            if d[0] != 1 {
+                continue; // the first phase's
+            }
+            let n = u32::from_be_bytes(d[1..5].try_into().unwrap());
+            assert!(last.is_none_or(|l| n > l), "datagram {n} after {last:?}");
+            assert!(d[5..].iter().all(|&b| b == n as u8), "payload of {n}");
+            last = Some(n);
+            got += 1;
+            if n == N - 1 {
+                break;
+            }
+        }
+        (got, srv.stats())
+    });
+
+    let mut payload = vec![0u8; 1000];
+    let mut full = false;
+    for _ in 0..1_000_000 {
+        match cli.send_datagram(&payload) {
+            Ok(()) => {}
+            Err(DatagramError::QueueFull) => {
+                full = true;
+                break;
+            }
+            Err(e) => panic!("send_datagram: {e}"),
+        }
+    }
+    assert!(full, "the send queue never filled");
+    let dropped_before = cli.stats().datagrams_dropped_send;
+
+    payload[0] = 1;
+    for n in 0..N {
+        payload[1..5].copy_from_slice(&n.to_be_bytes());
+        payload[5..].fill(n as u8);
+        within!(cli.send_datagram_wait(&payload)).expect("send_datagram_wait");
+    }
+    let (got, srv_stats) = within!(count).unwrap();
+    assert_eq!(
+        cli.stats().datagrams_dropped_send,
+        dropped_before,
+        "send_datagram_wait dropped"
+    );
+    assert!(
+        u64::from(got) + srv_stats.datagrams_dropped_recv >= u64::from(N) * 9 / 10,
+        "server got {got} of {N} ({srv_stats:?})"
+    );
+    cli.close(0, "").unwrap();
+    assert_eq!(
+        cli.send_datagram_wait(b"late").await,
+        Err(DatagramError::SessionNotOpen)
+    );
+}
+
 // 2. Client-initiated streams.
 
 /// Server behaviour for echo tests: bidi streams echoed on themselves, uni streams echoed on a new uni.

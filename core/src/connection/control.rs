@@ -16,7 +16,7 @@ use crate::varint;
 
 use super::session::MAX_CAPSULE;
 use super::types::{stream_type, RequestStream, SessionState, Stream};
-use super::Connection;
+use super::{Connection, SCRATCH};
 
 /// The largest control-stream frame (SETTINGS, GOAWAY, ...) buffered.
 const MAX_CONTROL_FRAME: usize = 16 << 10;
@@ -285,10 +285,8 @@ impl Connection {
         id: u64,
         ev: &mut VecDeque<Event>,
     ) -> Result<(), H3Error> {
-        let mut buf = std::mem::take(&mut self.scratch);
-        let r = self.read_control_inner(id, &mut buf, ev);
-        self.scratch = buf;
-        r
+        let mut buf = [0u8; SCRATCH];
+        self.read_control_inner(id, &mut buf, ev)
     }
 
     fn read_control_inner(

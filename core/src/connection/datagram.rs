@@ -133,6 +133,10 @@ impl Connection {
         }
     }
 
+    pub(crate) fn datagram_queue_full(&self) -> bool {
+        self.quic.is_dgram_send_queue_full()
+    }
+
     pub(crate) fn recv_datagram(&mut self, session: u64) -> Option<Bytes> {
         self.sessions.get_mut(&session)?.datagrams.pop_front()
     }

@@ -36,8 +36,8 @@ use crate::settings::{Dialect, PeerSettings};
 
 use types::{Session, Sniff, Stream};
 
-/// Read chunk for control and CONNECT streams.
-const SCRATCH: usize = 16 << 10;
+/// Read chunk for control and CONNECT streams (on the stack: an idle connection keeps no read buffer).
+pub(super) const SCRATCH: usize = 4 << 10;
 /// Ranges of skipped peer stream ids remembered (see `Connection::note_unseen`).
 const MAX_UNSEEN_RANGES: usize = 1024;
 
@@ -88,7 +88,6 @@ pub(crate) struct Connection {
     pending_datagrams: VecDeque<(u64, Bytes)>,
     buffered_streams: usize,
     violation: Option<H3Error>,
-    scratch: Vec<u8>,
     dgram_dropped_unknown: u64,
     dgram_dropped_buffer: u64,
     streams_rejected: u64,
@@ -151,7 +150,6 @@ impl Connection {
             pending_datagrams: VecDeque::new(),
             buffered_streams: 0,
             violation: None,
-            scratch: vec![0; SCRATCH],
             dgram_dropped_unknown: 0,
             dgram_dropped_buffer: 0,
             streams_rejected: 0,

@@ -17,7 +17,7 @@ use crate::settings::{Dialect, FlowLimits, PeerSettings};
 use super::types::{
     RecvCredit, RecvSide, RequestStream, SendCredit, SendSide, Session, SessionState, Stream,
 };
-use super::{is_bidi, Connection};
+use super::{is_bidi, Connection, SCRATCH};
 
 /// Room for a CLOSE capsule with a full reason plus slack; other known capsules are smaller.
 pub(super) const MAX_CAPSULE: usize = 4 + MAX_CLOSE_REASON + 64;
@@ -31,10 +31,8 @@ impl Connection {
         id: u64,
         ev: &mut VecDeque<Event>,
     ) -> Result<(), H3Error> {
-        let mut buf = std::mem::take(&mut self.scratch);
-        let r = self.read_request_inner(id, &mut buf, ev);
-        self.scratch = buf;
-        r
+        let mut buf = [0u8; SCRATCH];
+        self.read_request_inner(id, &mut buf, ev)
     }
 
     fn read_request_inner(

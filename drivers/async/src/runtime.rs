@@ -70,50 +70,15 @@ pub trait AsyncUdpSocket: Send + Sync + Debug + 'static {
     }
 }
 
-/// Socket buffers asked for (the kernel caps them at `net.core.rmem_max` / `wmem_max`). Loopback and fast
-/// links burst more than the default ~200 KiB absorbs.
-pub const SOCKET_BUFFER: usize = 4 << 20;
+/// Socket buffers asked for (the kernel caps them at `net.core.rmem_max` / `wmem_max`).
+pub use tern_udp::SOCKET_BUFFER;
 
 /// What every driver does to a new UDP socket: larger buffers (best effort) and ICMP error reports (so a
 /// connect to a closed port fails at once). `quinn-udp` does the system calls.
 pub fn tune_udp_socket(state: &quinn_udp::UdpSocketState, socket: &std::net::UdpSocket) {
-    for (what, r) in [
-        (
-            "receive",
-            state.set_recv_buffer_size(socket.into(), SOCKET_BUFFER),
-        ),
-        (
-            "send",
-            state.set_send_buffer_size(socket.into(), SOCKET_BUFFER),
-        ),
-        ("ICMP error", state.enable_transport_errors(socket.into())),
-    ] {
-        if let Err(e) = r {
-            log::debug!("UDP socket {what} option not set: {e}");
-        }
-    }
+    tern_udp::tune_socket(state, socket, true);
 }
 
 /// The next host the network reported unreachable on `socket` (ICMP port unreachable), for
 /// [`AsyncUdpSocket::take_unreachable`]; other queued errors are skipped.
-pub fn next_unreachable<S>(state: &quinn_udp::UdpSocketState, socket: &S) -> Option<SocketAddr>
-where
-    for<'s> quinn_udp::UdpSockRef<'s>: From<&'s S>,
-{
-    loop {
-        match state.recv_transport_error(socket.into()) {
-            Ok(Some(e)) => {
-                if matches!(e.payload, quinn_udp::TransportErrorPayload::Unreachable) {
-                    if let Some(addr) = e.addr {
-                        return Some(addr);
-                    }
-                }
-            }
-            Ok(None) => return None,
-            Err(e) => {
-                log::debug!("reading the socket error queue: {e}");
-                return None;
-            }
-        }
-    }
-}
+pub use tern_udp::next_unreachable;

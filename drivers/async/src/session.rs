@@ -215,6 +215,44 @@ impl Session {
         r
     }
 
+    /// Sends a datagram, waiting while the send queue is full (instead of dropping it as
+    /// [`send_datagram`](Self::send_datagram) does). For senders that produce faster than the path
+    /// carries and would rather slow down than lose; too large or a closed session is still an error.
+    pub async fn send_datagram_wait(&self, data: impl AsRef<[u8]>) -> Result<(), DatagramError> {
+        let data = data.as_ref();
+        let id = self.inner.id;
+        poll_fn(|cx| {
+            let mut st = self.inner.lock();
+            let full = match st.core.session(id) {
+                Some(s) => s.datagram_queue_full(),
+                None => return Poll::Ready(Err(DatagramError::SessionNotOpen)),
+            };
+            if !full {
+                let r = st
+                    .core
+                    .session(id)
+                    .map_or(Err(DatagramError::SessionNotOpen), |mut s| {
+                        s.send_datagram(data)
+                    });
+                if r.is_ok() {
+                    st.wake_driver();
+                }
+                return Poll::Ready(r);
+            }
+            let Some(s) = st.sessions.get_mut(&id) else {
+                return Poll::Ready(Err(DatagramError::SessionNotOpen));
+            };
+            if s.closed().is_some() {
+                return Poll::Ready(Err(DatagramError::SessionNotOpen));
+            }
+            s.dgram_room_w.register(cx.waker());
+            st.dgram_room_waiting = true;
+            st.wake_driver();
+            Poll::Pending
+        })
+        .await
+    }
+
     /// The next received datagram.
     pub async fn recv_datagram(&self) -> Result<Bytes, SessionError> {
         let id = self.inner.id;

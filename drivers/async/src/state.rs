@@ -71,6 +71,8 @@ pub(crate) struct SessionState {
     pub(crate) bi_w: Wakers,
     pub(crate) uni_w: Wakers,
     pub(crate) dgram_w: Wakers,
+    /// Senders waiting for room in the datagram send queue.
+    pub(crate) dgram_room_w: Wakers,
     pub(crate) open_w: Wakers,
 }
 
@@ -88,6 +90,7 @@ impl SessionState {
             bi_w: Wakers::default(),
             uni_w: Wakers::default(),
             dgram_w: Wakers::default(),
+            dgram_room_w: Wakers::default(),
             open_w: Wakers::default(),
         }
     }
@@ -97,6 +100,7 @@ impl SessionState {
         self.bi_w.wake();
         self.uni_w.wake();
         self.dgram_w.wake();
+        self.dgram_room_w.wake();
         self.open_w.wake();
     }
 
@@ -164,6 +168,8 @@ pub(crate) struct State {
     pub(crate) closed: bool,
     pub(crate) accepting: bool,
     pub(crate) driver_done: bool,
+    /// Some session has a datagram sender waiting for queue room (woken after packets are built).
+    pub(crate) dgram_room_waiting: bool,
 }
 
 impl State {
@@ -180,12 +186,22 @@ impl State {
             closed: false,
             accepting: true,
             driver_done: false,
+            dgram_room_waiting: false,
         }
     }
 
     pub(crate) fn wake_driver(&mut self) {
         if let Some(w) = &self.driver {
             w.wake_by_ref();
+        }
+    }
+
+    /// Packets were built, so datagram send queues have room again: wake the senders waiting for it.
+    pub(crate) fn wake_datagram_senders(&mut self) {
+        if std::mem::take(&mut self.dgram_room_waiting) {
+            for s in self.sessions.values_mut() {
+                s.dgram_room_w.wake();
+            }
         }
     }
 

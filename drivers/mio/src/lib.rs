@@ -40,11 +40,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-use std::io::{self, IoSliceMut};
+use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use quinn_udp::{RecvMeta, Transmit as UdpTransmit, UdpSocketState, BATCH_SIZE};
+use quinn_udp::UdpSocketState;
+use tern_udp::{Pump, Stop};
 
 pub use tern::{
     code, Config, ConfigError, ConnectionError, ConnectionHandle, ConnectionRef, ConnectionStats,
@@ -54,13 +55,6 @@ pub use tern::{
 
 /// The token Tern's socket uses on its own `mio::Poll` (with [`Endpoint::bind`]).
 pub const SOCKET: mio::Token = mio::Token(0);
-
-/// The largest UDP datagram (and GRO buffer).
-const MAX_DATAGRAM: usize = 65_535;
-/// Pacing release times closer than this are sent at once.
-const PACING_SLACK: Duration = Duration::from_millis(1);
-/// Socket buffers asked for (capped by the kernel).
-const SOCKET_BUFFER: usize = 4 << 20;
 
 /// Why `connect` could not start.
 #[derive(Debug, thiserror::Error)]
@@ -77,13 +71,6 @@ pub enum ConnectError {
     Request(SessionError),
 }
 
-struct Pending {
-    destination: SocketAddr,
-    len: usize,
-    segment_size: Option<usize>,
-    send_at: Instant,
-}
-
 /// A WebTransport endpoint on one non-blocking UDP socket, driven by the application's loop.
 pub struct Endpoint {
     core: tern::Endpoint,
@@ -91,11 +78,7 @@ pub struct Endpoint {
     udp: UdpSocketState,
     local: SocketAddr,
     poll: Option<(mio::Poll, mio::Events)>,
-    recv_buf: Vec<u8>,
-    slot: usize,
-    meta: Vec<RecvMeta>,
-    send_buf: Vec<u8>,
-    pending: Option<Pending>,
+    pump: Pump,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -128,14 +111,7 @@ impl Endpoint {
         let std_socket = std::net::UdpSocket::bind(addr)?;
         std_socket.set_nonblocking(true)?;
         let udp = UdpSocketState::new((&std_socket).into())?;
-        for r in [
-            udp.set_recv_buffer_size((&std_socket).into(), SOCKET_BUFFER),
-            udp.set_send_buffer_size((&std_socket).into(), SOCKET_BUFFER),
-        ] {
-            if let Err(e) = r {
-                log::debug!("UDP socket buffer not set: {e}");
-            }
-        }
+        tern_udp::tune_socket(&udp, &std_socket, false);
         let local = std_socket.local_addr()?;
         let segments = config.max_gso_segments().min(udp.max_gso_segments()).max(1);
         // One session per connection is what `connect` opens: connections close once it is over.
@@ -144,23 +120,14 @@ impl Endpoint {
             .with_close_idle_connections(true);
         let core = tern::Endpoint::new(config)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let gro = udp.gro_segments() > 1;
-        let (slots, slot) = if gro {
-            (BATCH_SIZE.clamp(1, 8), MAX_DATAGRAM)
-        } else {
-            (BATCH_SIZE.clamp(1, 32), 2048)
-        };
+        let pump = Pump::new(local, udp.gro_segments());
         Ok(Self {
             core,
             socket: mio::net::UdpSocket::from_std(std_socket),
             udp,
             local,
             poll: None,
-            recv_buf: vec![0; slots * slot],
-            slot,
-            meta: vec![RecvMeta::default(); slots],
-            send_buf: vec![0; MAX_DATAGRAM],
-            pending: None,
+            pump,
         })
     }
 
@@ -186,13 +153,10 @@ impl Endpoint {
 
     /// When `process` must run next at the latest (timers and paced sends), if anything is scheduled.
     pub fn next_timeout(&self) -> Option<Instant> {
-        [
-            self.core.poll_timeout(),
-            self.pending.as_ref().map(|p| p.send_at),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        [self.core.poll_timeout(), self.pump.send_at()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Sends what commands queued, waits on Tern's own poll for socket readiness (at most `max_wait`, and no
@@ -239,86 +203,36 @@ impl Endpoint {
     }
 
     fn receive(&mut self, now: Instant) {
+        let (udp, socket) = (&self.udp, &self.socket);
         loop {
-            let n = {
-                let mut bufs: Vec<IoSliceMut<'_>> = self
-                    .recv_buf
-                    .chunks_mut(self.slot)
-                    .map(IoSliceMut::new)
-                    .collect();
-                match self
-                    .udp
-                    .recv((&self.socket).into(), &mut bufs, &mut self.meta)
-                {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        log::debug!("UDP receive failed: {e}");
-                        return;
-                    }
-                }
-            };
-            for i in 0..n {
-                let m = self.meta[i];
-                let start = i * self.slot;
-                let buf = &mut self.recv_buf[start..start + m.len.min(self.slot)];
-                let stride = if m.stride == 0 { buf.len() } else { m.stride };
-                for seg in buf.chunks_mut(stride.max(1)) {
-                    self.core.handle(now, m.addr, self.local, seg);
+            let r = self.pump.receive(&mut self.core, now, |bufs, meta| {
+                udp.recv(socket.into(), bufs, meta)
+            });
+            match r {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::debug!("UDP receive failed: {e}");
+                    return;
                 }
             }
         }
     }
 
     /// Sends whatever commands and timers produced, as far as the socket and pacing allow (also done by
-    /// `process` and `poll`).
+    /// `process` and `poll`). A transmit the socket cannot take yet resumes on writable readiness (or the
+    /// next poll); one held for pacing at [`next_timeout`](Self::next_timeout).
     pub fn flush(&mut self) {
         let now = Instant::now();
-        let mut refused_retry = false;
+        let (udp, socket) = (&self.udp, &self.socket);
         loop {
-            if self.pending.is_none() {
-                match self.core.poll_transmit(now, &mut self.send_buf) {
-                    Some(t) => {
-                        self.pending = Some(Pending {
-                            destination: t.destination,
-                            len: t.len,
-                            segment_size: t.segment_size.filter(|s| *s < t.len),
-                            send_at: t.send_at,
-                        })
-                    }
-                    None => return,
-                }
-            }
-            let Some(p) = &self.pending else { return };
-            if p.send_at > now + PACING_SLACK {
+            let f = self.pump.transmit(&mut self.core, now, usize::MAX, |t| {
+                udp.try_send(socket.into(), t)
+            });
+            // Refused: an ICMP error from another (dead) peer surfaced on this send; it is retried once.
+            if f.stop != Stop::Refused {
                 return;
-            }
-            let transmit = UdpTransmit {
-                destination: p.destination,
-                ecn: None,
-                contents: &self.send_buf[..p.len],
-                segment_size: p.segment_size,
-                src_ip: None,
-            };
-            match self.udp.try_send((&self.socket).into(), &transmit) {
-                Ok(()) => {
-                    self.pending = None;
-                    refused_retry = false;
-                }
-                // An ICMP error from another (dead) peer surfaces on this send: it did not happen; retry
-                // once (the error is consumed).
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused && !refused_retry => {
-                    refused_retry = true;
-                }
-                // Writable readiness (or the next poll) resumes.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    if !quinn_udp::is_msg_size_err(&e) {
-                        log::debug!("UDP send to {} failed: {e}", p.destination);
-                    }
-                    self.pending = None;
-                }
             }
         }
     }
