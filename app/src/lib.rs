@@ -1,5 +1,7 @@
-//! Tern's server application layer, written once over [`tern_async`] so it runs on every driver
-//! (`tern-tokio`, `tern-async-std`, ...).
+//! Tern's application layer, written once over [`tern_async`] so it runs on every driver (`tern-tokio`,
+//! `tern-async-std`, ...): a server framework, a client toolkit, certificates and diagnostics.
+//!
+//! # Server
 //!
 //! - [`ServerApp`]: routes (`/chat`, `/rooms/{id}`; anything else gets 404 before any handler runs) with
 //!   async handlers `Fn(Session, Request) -> impl Future<Output = ()>`.
@@ -44,13 +46,72 @@
 //! println!("served {} sessions", report.accepted);
 //! # Ok(()) }
 //! ```
+//!
+//! # Client
+//!
+//! - [`Client`]: one endpoint and a [`ClientConfig`]: connect timeout, read timeout (for the read helpers
+//!   such as [`Client::read_to_end`] and [`Client::request`]), QUIC idle timeout, certificate
+//!   [`Verification`] (system roots, a CA file, pinned certificate hashes, or the explicitly named
+//!   [`Verification::InsecureSkipVerification`]), default headers, and a [`RetryPolicy`] with exponential
+//!   [`Backoff`] and jitter. Failures are [`ClientError`]s (cheap to clone; a connect failure carries the
+//!   attempt count and the last [`ConnectError`](tern_async::ConnectError)).
+//! - [`ClientStats`]: attempts, successes and failures by kind, connect time min / mean / max, success
+//!   rate; [`ClientStats::diagnose`] turns them into readable findings ("12% of connects time out").
+//! - [`ClientPool`]: several clients (endpoints) used round-robin, [`ClientPool::connect_all`].
+//! - [`SessionPool`]: sessions per URL, shared or lent, bounded per URL, health-checked before reuse,
+//!   closed when idle; concurrent `get`s for a URL share one connect.
+//! - [`ReconnectingClient`]: keeps a session to one URL alive, reconnecting with backoff and jitter up to
+//!   a limit, reporting each [`ReconnectEvent`].
+//! - [`Browser`]: one current session and a history (`navigate`, `back`, `forward`, `refresh`).
+//! - [`ClientMonitor`]: samples a client's statistics and raises [`Alert`]s when the success rate or the
+//!   connect time crosses a threshold.
+//!
+//! Nothing here depends on an executor: timers and tasks go through [`tern_async::Runtime`] (see [`rt`]).
+//! Give the client the runtime of your driver:
+//!
+//! ```no_run
+//! use std::{sync::Arc, time::Duration};
+//! use tern_app::{Client, ClientConfig, RetryPolicy, SessionPool, PoolConfig};
+//!
+//! # async fn run() -> Result<(), tern_app::ClientError> {
+//! let cert = tern_app::generate_self_signed_cert(&["localhost"]).unwrap();
+//! // tokio: Arc::new(tern_tokio::TokioRuntime::current()?)
+//! // async-std: Arc::new(tern_async_std::AsyncIoRuntime::async_std())
+//! let runtime = Arc::new(tern_tokio::TokioRuntime::current().unwrap());
+//! let client = Client::new(
+//!     runtime,
+//!     ClientConfig::new()
+//!         .certificate_hashes(vec![cert.sha256])
+//!         .connect_timeout(Duration::from_secs(3))
+//!         .read_timeout(Duration::from_secs(5))
+//!         .retry(RetryPolicy::attempts(4)),
+//! )?;
+//! let session = client.connect("https://localhost:4433/echo").await?;
+//! assert_eq!(client.request(&session, b"ping", 64).await?, b"ping");
+//!
+//! let pool = SessionPool::new(client.clone(), PoolConfig::new());
+//! let shared = pool.get("https://localhost:4433/echo").await?;
+//! shared.send_datagram(b"hi").ok();
+//! println!("{}", client.stats().diagnose());
+//! # Ok(()) }
+//! ```
+//!
+//! # Utilities
+//!
+//! - [`generate_self_signed_cert`]: ECDSA P-256, valid 10 days, with its SHA-256 for pinning; PEM and DER,
+//!   [`SelfSignedCert::write_pem_files`].
+//! - [`test_connectivity`] and [`benchmark`]: connect-and-report and a request/response load test.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod cert;
+mod client;
 mod middleware;
 mod registry;
 mod request;
+pub mod rt;
 mod server;
+mod tools;
 mod util;
 
 pub use middleware::{
@@ -60,3 +121,18 @@ pub use middleware::{
 pub use registry::{BroadcastReport, Registry};
 pub use request::{PatternError, Request};
 pub use server::{ServeReport, ServerApp, ShutdownHandle, SHUTDOWN_CODE};
+
+pub use cert::{
+    generate_self_signed_cert, generate_self_signed_cert_with, sha256, CertError, SelfSignedCert,
+    DEFAULT_CERT_VALIDITY,
+};
+pub use client::{
+    Alert, AlertKind, Backoff, Browser, Client, ClientConfig, ClientError, ClientMonitor,
+    ClientPool, ClientStats, Diagnosis, Finding, MonitorConfig, PoolConfig, PoolStats,
+    PooledSession, ReconnectConfig, ReconnectEvent, ReconnectingClient, RetryPolicy, Sample,
+    SessionPool, Severity, Verification,
+};
+pub use tools::{
+    benchmark, benchmark_with, test_connectivity, test_connectivity_with, BenchmarkOptions,
+    BenchmarkReport, ConnectivityOptions, ConnectivityReport, Latency,
+};
