@@ -47,6 +47,7 @@ impl Connection {
             fin_buffered: fin,
             buffered_until: None,
             want_writable: false,
+            readable_reported: false,
             peer_initiated: true,
         };
         match self.sessions.get(&session).map(|s| s.state) {
@@ -195,6 +196,11 @@ impl Connection {
             // stream whose sending side is still live.)
             return;
         }
+        if d.readable_reported {
+            // The application was told and will read (a reset arriving meanwhile is what that read
+            // returns).
+            return;
+        }
         // Probe for a reset without consuming data.
         match self.quic.stream_recv(id, &mut []) {
             Err(quiche::Error::StreamReset(c)) => {
@@ -212,6 +218,7 @@ impl Connection {
                 if fin {
                     d.fin_buffered = true;
                 }
+                d.readable_reported = true;
                 ev.push_back(Event::StreamReadable {
                     stream: StreamId {
                         conn: self.handle,
@@ -450,6 +457,7 @@ impl Connection {
                 fin_buffered: false,
                 buffered_until: None,
                 want_writable: false,
+                readable_reported: false,
                 peer_initiated: false,
             }),
         );
@@ -486,6 +494,7 @@ impl Connection {
             RecvSide::Stopped => return Err(StreamError::InvalidState("reading was stopped")),
             RecvSide::Open => {}
         }
+        d.readable_reported = false;
         let session = d.session;
         let result = if d.fin_buffered {
             d.recv = RecvSide::Done;

@@ -60,6 +60,10 @@ pub(super) struct DataStream {
     pub(super) buffered_until: Option<Instant>,
     pub(super) want_writable: bool,
     pub(super) peer_initiated: bool,
+    /// `StreamReadable` was reported and the application has not read since: more data arriving adds
+    /// nothing to tell (and probing again would make quiche queue the stream as readable after every
+    /// packet, so each packet would cost a probe and an event per unread stream).
+    pub(super) readable_reported: bool,
 }
 
 /// The CONNECT stream of a session, as a stream of frames.
