@@ -42,7 +42,8 @@ pub struct Endpoint {
     dialects: Dialects,
     server_quic: Option<quiche::Config>,
     client_quic: quiche::Config,
-    conns: HashMap<ConnectionHandle, Connection>,
+    /// Boxed: a connection (quiche's state inline) is several KiB, and the table keeps spare slots.
+    conns: HashMap<ConnectionHandle, Box<Connection>>,
     cids: HashMap<Vec<u8>, ConnectionHandle>,
     next_handle: u64,
     events: VecDeque<Event>,
@@ -153,7 +154,14 @@ impl Endpoint {
                 quic.set_qlog(w, format!("tern {trace}"), "tern connection".into());
             }
         }
-        let conn = Connection::new(h, quic, server, self.cfg.clone(), self.dialects, remote);
+        let conn = Box::new(Connection::new(
+            h,
+            quic,
+            server,
+            self.cfg.clone(),
+            self.dialects,
+            remote,
+        ));
         self.conns.insert(h, conn);
         h
     }
