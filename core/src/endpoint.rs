@@ -1,6 +1,8 @@
 //! The endpoint: many connections behind one socket, routed by connection id.
 
 use std::collections::{HashMap, VecDeque};
+
+use crate::idmap::IdMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,7 +45,7 @@ pub struct Endpoint {
     server_quic: Option<quiche::Config>,
     client_quic: quiche::Config,
     /// Boxed: a connection (quiche's state inline) is several KiB, and the table keeps spare slots.
-    conns: HashMap<ConnectionHandle, Box<Connection>>,
+    conns: IdMap<ConnectionHandle, Box<Connection>>,
     cids: HashMap<Vec<u8>, ConnectionHandle>,
     next_handle: u64,
     events: VecDeque<Event>,
@@ -92,7 +94,7 @@ impl Endpoint {
             dialects,
             server_quic,
             client_quic,
-            conns: HashMap::new(),
+            conns: IdMap::default(),
             cids: HashMap::new(),
             next_handle: 0,
             events: VecDeque::new(),

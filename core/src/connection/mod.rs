@@ -19,7 +19,9 @@ mod session;
 mod stream;
 mod types;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::idmap::IdMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,8 +77,8 @@ pub(crate) struct Connection {
     have_peer_control: bool,
     have_peer_encoder: bool,
     have_peer_decoder: bool,
-    streams: HashMap<u64, Stream>,
-    sessions: HashMap<u64, Session>,
+    streams: IdMap<u64, Stream>,
+    sessions: IdMap<u64, Session>,
     next_local_bidi: u64,
     next_local_uni: u64,
     next_peer_bidi: u64,
@@ -138,8 +140,8 @@ impl Connection {
             have_peer_control: false,
             have_peer_encoder: false,
             have_peer_decoder: false,
-            streams: HashMap::new(),
-            sessions: HashMap::new(),
+            streams: IdMap::default(),
+            sessions: IdMap::default(),
             next_local_bidi: lb,
             next_local_uni: lu,
             next_peer_bidi: pb,
