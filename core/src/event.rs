@@ -330,6 +330,10 @@ pub struct ConnectionStats {
     pub bytes_lost: u64,
     /// Path MTU in use.
     pub pmtu: usize,
+    /// DATAGRAM frames put in packets (on the wire), all sessions.
+    pub datagrams_sent: usize,
+    /// DATAGRAM frames received, all sessions.
+    pub datagrams_received: usize,
     /// Datagrams dropped because their session was unknown or gone.
     pub datagrams_dropped_unknown_session: u64,
     /// Datagrams dropped because too many waited for their session.

@@ -59,6 +59,9 @@ mod tests {
             h.write_u64(i * 4);
             buckets[(h.finish() & 63) as usize] += 1;
         }
-        assert!(buckets.iter().all(|&n| (50..=150).contains(&n)), "{buckets:?}");
+        assert!(
+            buckets.iter().all(|&n| (50..=150).contains(&n)),
+            "{buckets:?}"
+        );
     }
 }

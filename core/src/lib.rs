@@ -32,7 +32,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod idmap;
 mod capsule;
 mod config;
 mod connect;
@@ -41,6 +40,7 @@ mod endpoint;
 pub mod error;
 mod event;
 mod frame;
+mod idmap;
 mod qpack;
 pub mod settings;
 pub mod url;

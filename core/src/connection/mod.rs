@@ -588,6 +588,8 @@ impl Connection {
             bytes_sent: st.sent_bytes,
             bytes_received: st.recv_bytes,
             bytes_lost: st.lost_bytes,
+            datagrams_sent: st.dgram_sent,
+            datagrams_received: st.dgram_recv,
             datagrams_dropped_unknown_session: self.dgram_dropped_unknown,
             datagrams_dropped_buffer_full: self.dgram_dropped_buffer,
             streams_rejected_buffered: self.streams_rejected,
