@@ -286,15 +286,7 @@ impl Connection {
         ev: &mut VecDeque<Event>,
     ) -> Result<(), H3Error> {
         let mut buf = [0u8; SCRATCH];
-        self.read_control_inner(id, &mut buf, ev)
-    }
-
-    fn read_control_inner(
-        &mut self,
-        id: u64,
-        buf: &mut [u8],
-        ev: &mut VecDeque<Event>,
-    ) -> Result<(), H3Error> {
+        let buf = &mut buf[..];
         loop {
             let (n, fin) = match self.quic.stream_recv(id, buf) {
                 Ok(v) => v,

@@ -32,15 +32,7 @@ impl Connection {
         ev: &mut VecDeque<Event>,
     ) -> Result<(), H3Error> {
         let mut buf = [0u8; SCRATCH];
-        self.read_request_inner(id, &mut buf, ev)
-    }
-
-    fn read_request_inner(
-        &mut self,
-        id: u64,
-        buf: &mut [u8],
-        ev: &mut VecDeque<Event>,
-    ) -> Result<(), H3Error> {
+        let buf = &mut buf[..];
         loop {
             let over = matches!(self.streams.get(&id), Some(Stream::Request(r)) if r.over);
             if over {
