@@ -696,6 +696,10 @@ impl StreamRef<'_> {
     pub fn read(&mut self, buf: &mut [u8]) -> Result<Option<(usize, bool)>, StreamError> {
         self.conn.read(self.id.id, buf, self.events)
     }
+    /// How many bytes a [`read`](Self::read) would return now, up to `max` (for sizing its buffer).
+    pub fn readable_len(&self, max: usize) -> usize {
+        self.conn.quic.stream_readable_len(self.id.id, max)
+    }
     /// Writes as much as flow control allows; returns the bytes accepted (a `StreamWritable` event
     /// follows a short write).
     pub fn write(&mut self, data: &[u8]) -> Result<usize, StreamError> {

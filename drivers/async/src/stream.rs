@@ -335,14 +335,30 @@ impl RecvStream {
 
     /// Reads the next chunk of at most `max` bytes as `Bytes`; `None` at the end of the stream.
     pub async fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, ReadError> {
-        let mut b = BytesMut::zeroed(max.max(1));
-        match self.read(&mut b).await? {
-            Some(n) => {
-                b.truncate(n);
-                Ok(Some(b.freeze()))
+        /// A read with nothing buffered yet waits in a stack buffer of this size (and copies what raced in).
+        const PROBE: usize = 2048;
+        let max = max.max(1);
+        poll_fn(|cx| {
+            // Sized to what is buffered: a chunk keeps no spare capacity alive behind it.
+            let ready = {
+                let mut st = self.session.lock();
+                st.core.stream(self.id).map_or(0, |s| s.readable_len(max))
+            };
+            if ready > 0 {
+                let mut b = BytesMut::zeroed(ready);
+                return self.poll_read(cx, &mut b).map_ok(|o| {
+                    o.map(|n| {
+                        b.truncate(n);
+                        b.freeze()
+                    })
+                });
             }
-            None => Ok(None),
-        }
+            let mut probe = [0u8; PROBE];
+            let len = max.min(PROBE);
+            self.poll_read(cx, &mut probe[..len])
+                .map_ok(|o| o.map(|n| Bytes::copy_from_slice(&probe[..n])))
+        })
+        .await
     }
 
     /// Reads to the end of the stream; more than `limit` bytes is an error (and stops the stream).
