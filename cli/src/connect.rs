@@ -5,13 +5,25 @@ use std::time::{Duration, Instant};
 
 use tern_tokio::{ConnectOptions, Endpoint, Session};
 
+/// How a check ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Passed.
+    Ok,
+    /// Passed, with something the user should know that is not a fault of the server (for example a
+    /// server whose packets are smaller than ours echoes smaller datagrams than our maximum).
+    Info,
+    /// Failed.
+    Fail,
+}
+
 /// One check's outcome.
 #[derive(Debug, Clone)]
 pub struct Check {
     /// What was checked.
     pub name: String,
-    /// Passed or not.
-    pub ok: bool,
+    /// How it ended.
+    pub outcome: Outcome,
     /// Time taken.
     pub elapsed: Duration,
     /// Details (sizes, rates) or why it failed.
@@ -28,26 +40,28 @@ pub struct Report {
 }
 
 impl Report {
-    /// True when every check passed (and there was at least one).
+    /// True when no check failed (and there was at least one).
     pub fn passed(&self) -> bool {
-        !self.checks.is_empty() && self.checks.iter().all(|c| c.ok)
+        !self.checks.is_empty() && self.checks.iter().all(|c| c.outcome != Outcome::Fail)
     }
 
-    fn push(
-        &mut self,
-        name: impl Into<String>,
-        started: Instant,
-        r: Result<String, String>,
-    ) -> bool {
+    fn push(&mut self, name: impl Into<String>, started: Instant, r: Result<String, String>) -> bool {
         let ok = r.is_ok();
-        let detail = r.unwrap_or_else(|e| e);
+        let (outcome, detail) = match r {
+            Ok(d) => (Outcome::Ok, d),
+            Err(e) => (Outcome::Fail, e),
+        };
+        self.push_outcome(name, started.elapsed(), outcome, detail);
+        ok
+    }
+
+    fn push_outcome(&mut self, name: impl Into<String>, elapsed: Duration, outcome: Outcome, detail: String) {
         self.checks.push(Check {
             name: name.into(),
-            ok,
-            elapsed: started.elapsed(),
+            outcome,
+            elapsed,
             detail,
         });
-        ok
     }
 
     /// The readable summary.
@@ -57,19 +71,27 @@ impl Report {
             let _ = writeln!(
                 s,
                 "  {:<4} {:<22} {:>10}  {}",
-                if c.ok { "ok" } else { "FAIL" },
+                match c.outcome {
+                    Outcome::Ok => "ok",
+                    Outcome::Info => "info",
+                    Outcome::Fail => "FAIL",
+                },
                 c.name,
                 fmt_duration(c.elapsed),
                 c.detail
             );
         }
-        let passed = self.checks.iter().filter(|c| c.ok).count();
+        let passed = self.checks.iter().filter(|c| c.outcome != Outcome::Fail).count();
+        let notes = self.checks.iter().filter(|c| c.outcome == Outcome::Info).count();
         let _ = write!(
             s,
             "{}: {passed} of {} checks passed",
             if self.passed() { "PASSED" } else { "FAILED" },
             self.checks.len()
         );
+        if notes > 0 {
+            let _ = write!(s, " ({notes} with a note: info)");
+        }
         s
     }
 }
@@ -120,32 +142,13 @@ pub async fn run(
         "connect",
         t,
         Ok(format!(
-            "{} (rtt {:.2} ms)",
+            "session with {} (QUIC + TLS handshake, SETTINGS, CONNECT); rtt {:.2} ms",
             session.remote_address(),
             stats.rtt.as_secs_f64() * 1e3
         )),
     );
 
-    let max = session.max_datagram_size();
-    let mut sizes: Vec<(String, usize)> = [64usize, 256, 1024]
-        .iter()
-        .map(|n| (format!("datagram {n} B"), *n))
-        .collect();
-    match max {
-        Some(m) => sizes.push((format!("datagram max ({m} B)"), m)),
-        None => {
-            report.push(
-                "datagram max",
-                Instant::now(),
-                Err("the server takes no datagrams".into()),
-            );
-        }
-    }
-    for (i, (name, size)) in sizes.into_iter().enumerate() {
-        let t = Instant::now();
-        let r = datagram_echo(&session, size, i as u8, step_timeout).await;
-        report.push(name, t, r);
-    }
+    datagram_checks(&mut report, &session, step_timeout).await;
 
     let t = Instant::now();
     let r = tokio::time::timeout(step_timeout, bidi_echo(&session))
@@ -164,7 +167,7 @@ pub async fn run(
         Ok(()) => {
             let reason = session.closed().await;
             if reason.code() == Some(0) {
-                Ok("code 0".to_string())
+                Ok("code 0 sent; the session ended cleanly".to_string())
             } else {
                 Err(format!("closed as {reason:?}"))
             }
@@ -175,40 +178,159 @@ pub async fn run(
     report
 }
 
+/// Sizes checked below the maximum.
+const DATAGRAM_SIZES: [usize; 3] = [64, 256, 1024];
+/// Probes spent looking for the largest datagram a server echoes when it does not echo our maximum.
+const MAX_PROBES: u32 = 9;
+
+/// Datagram echoes at fixed sizes and at the session's maximum. When the maximum is not echoed but smaller
+/// sizes are, a few probes find the largest size that is, and the check reports it as information: a server
+/// whose packets are smaller than ours cannot send our largest datagram back, and that is no fault.
+async fn datagram_checks(report: &mut Report, session: &Session, step_timeout: Duration) {
+    let Some(max) = session.max_datagram_size() else {
+        report.push(
+            "datagrams",
+            Instant::now(),
+            Err("the server takes no datagrams (it did not negotiate HTTP/3 datagrams)".into()),
+        );
+        return;
+    };
+    let mut sent = Sent::default();
+    let mut largest_echoed = None;
+    for (i, size) in DATAGRAM_SIZES.into_iter().enumerate() {
+        let name = format!("datagram {size} B");
+        let t = Instant::now();
+        if size > max {
+            report.push_outcome(
+                name,
+                t.elapsed(),
+                Outcome::Info,
+                format!("not sent: larger than this session's maximum ({max} B)"),
+            );
+            continue;
+        }
+        match datagram_echo(session, size, i as u8, step_timeout, 4, &mut sent).await {
+            Ok(rtt) => {
+                largest_echoed = Some(size);
+                report.push(name, t, Ok(echoed(rtt)));
+            }
+            Err(e) => {
+                report.push(name, t, Err(e.to_string()));
+            }
+        }
+    }
+    let name = format!("datagram max ({max} B)");
+    let t = Instant::now();
+    let err = match datagram_echo(session, max, 3, step_timeout, 4, &mut sent).await {
+        Ok(rtt) => {
+            report.push(name, t, Ok(echoed(rtt)));
+            return;
+        }
+        Err(e) => e,
+    };
+    let (DatagramFailure::NotEchoed(_), Some(lo)) = (&err, largest_echoed) else {
+        report.push(name, t, Err(err.to_string()));
+        return;
+    };
+    // The maximum is not echoed but a smaller size is: bisect between them, one round trip or two each.
+    let rtt = session.connection_stats().rtt;
+    let per_try = (rtt * 4).clamp(Duration::from_millis(100), step_timeout);
+    let (mut lo, mut hi) = (lo, max);
+    let mut probes = 0;
+    while hi - lo > 1 && probes < MAX_PROBES {
+        let mid = lo + (hi - lo) / 2;
+        probes += 1;
+        match datagram_echo(session, mid, 4 + probes as u8, per_try * 2, 2, &mut sent).await {
+            Ok(_) => lo = mid,
+            Err(DatagramFailure::NotEchoed(_)) => hi = mid,
+            Err(e) => {
+                report.push(name, t, Err(e.to_string()));
+                return;
+            }
+        }
+    }
+    let bound = if hi - lo > 1 {
+        format!("; the limit lies below {hi} B")
+    } else {
+        String::new()
+    };
+    report.push_outcome(
+        name,
+        t.elapsed(),
+        Outcome::Info,
+        format!(
+            "datagrams up to {lo} B echoed; {max} B (our maximum) not echoed: the server's packets are smaller \
+             ({probes} probes{bound})"
+        ),
+    );
+}
+
+fn echoed(rtt: Duration) -> String {
+    format!("echoed byte-exact (round trip {})", fmt_duration(rtt))
+}
+
+/// Payloads sent so far: a late echo of an earlier probe is told apart from a corrupted echo.
+#[derive(Default)]
+struct Sent(Vec<Vec<u8>>);
+
+/// Why a datagram echo did not pass.
+enum DatagramFailure {
+    /// Nothing came back after this many attempts.
+    NotEchoed(u32),
+    /// Something came back with the size we sent but other bytes.
+    Corrupted { size: usize, at: usize },
+    /// The session or connection failed.
+    Session(String),
+}
+
+impl std::fmt::Display for DatagramFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotEchoed(n) => write!(f, "no echo after {n} attempts"),
+            Self::Corrupted { size, at } => {
+                write!(f, "echo corrupted: {size} B came back differing from byte {at} on")
+            }
+            Self::Session(e) => f.write_str(e),
+        }
+    }
+}
+
 async fn datagram_echo(
     session: &Session,
     size: usize,
     seed: u8,
     timeout: Duration,
-) -> Result<String, String> {
+    attempts: u32,
+    sent_before: &mut Sent,
+) -> Result<Duration, DatagramFailure> {
     let payload = pattern(size, seed.wrapping_mul(17).wrapping_add(1));
-    let per_try = (timeout / 4).max(Duration::from_millis(200));
-    for attempt in 1..=4 {
+    sent_before.0.push(payload.clone());
+    let per_try = (timeout / attempts).max(Duration::from_millis(50));
+    for _ in 1..=attempts {
         let sent = Instant::now();
-        session.send_datagram(&payload).map_err(|e| e.to_string())?;
+        session
+            .send_datagram(&payload)
+            .map_err(|e| DatagramFailure::Session(e.to_string()))?;
         let deadline = sent + per_try;
         loop {
             match tokio::time::timeout_at(deadline.into(), session.recv_datagram()).await {
                 Err(_) => break,
-                Ok(Err(e)) => return Err(e.to_string()),
-                Ok(Ok(d)) if d[..] == payload[..] => {
-                    let rtt = sent.elapsed();
-                    return Ok(format!(
-                        "echoed (round trip {}{})",
-                        fmt_duration(rtt),
-                        if attempt > 1 {
-                            format!(", attempt {attempt}")
-                        } else {
-                            String::new()
-                        }
-                    ));
+                Ok(Err(e)) => return Err(DatagramFailure::Session(e.to_string())),
+                Ok(Ok(d)) if d[..] == payload[..] => return Ok(sent.elapsed()),
+                // A late echo of an earlier attempt or size: keep waiting.
+                Ok(Ok(d)) if sent_before.0.iter().any(|p| p[..] == d[..]) => {}
+                Ok(Ok(d)) => {
+                    let at = d
+                        .iter()
+                        .zip(&payload)
+                        .position(|(a, b)| a != b)
+                        .unwrap_or(d.len().min(payload.len()));
+                    return Err(DatagramFailure::Corrupted { size: d.len(), at });
                 }
-                // An echo of an earlier attempt or another size: keep waiting.
-                Ok(Ok(_)) => {}
             }
         }
     }
-    Err("no echo after 4 attempts".into())
+    Err(DatagramFailure::NotEchoed(attempts))
 }
 
 async fn bidi_echo(session: &Session) -> Result<String, String> {
@@ -236,7 +358,8 @@ async fn bidi_echo(session: &Session) -> Result<String, String> {
     }
     let secs = t.elapsed().as_secs_f64().max(1e-9);
     Ok(format!(
-        "echoed byte-exact ({:.1} Mbit/s each way)",
+        "{} KiB echoed byte-exact on one stream ({:.1} Mbit/s each way)",
+        BIDI_BYTES >> 10,
         (BIDI_BYTES * 8) as f64 / secs / 1e6
     ))
 }
@@ -258,5 +381,8 @@ async fn uni_echo(session: &Session) -> Result<String, String> {
             data.len()
         ));
     }
-    Ok("echoed byte-exact on a server stream".into())
+    Ok(format!(
+        "{} KiB came back byte-exact on a stream the server opened",
+        UNI_BYTES >> 10
+    ))
 }

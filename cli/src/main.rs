@@ -52,6 +52,10 @@ enum Command {
         /// http://127.0.0.1 as a secure context). The page pins the certificate hash.
         #[arg(long)]
         web: Option<SocketAddr>,
+        /// Largest UDP payload the server sends, in bytes (at least 1200, the QUIC minimum). The server
+        /// still accepts larger packets; a smaller value makes it echo only smaller datagrams.
+        #[arg(long, default_value_t = 1350, value_parser = clap::value_parser!(u16).range(1200..))]
+        max_udp_payload: u16,
     },
     /// Check a server: connect, datagram echoes (64, 256, 1024 bytes and the maximum), a bidirectional and
     /// a unidirectional stream echo, close. Exit status 0 only when everything passed.
@@ -138,7 +142,8 @@ fn main() -> ExitCode {
                 key,
                 names,
                 web,
-            } => serve_cmd(listen, cert, key, names, web).await,
+                max_udp_payload,
+            } => serve_cmd(listen, cert, key, names, web, max_udp_payload.into()).await,
             Command::Connect {
                 url,
                 verify,
@@ -175,6 +180,7 @@ async fn serve_cmd(
     key: Option<PathBuf>,
     names: Vec<String>,
     web: Option<SocketAddr>,
+    max_udp_payload: usize,
 ) -> ExitCode {
     let (config, hash) = match (cert, key) {
         (Some(cert), Some(key)) => {
@@ -195,6 +201,7 @@ async fn serve_cmd(
             Err(e) => return fail(format!("generating a certificate: {e}")),
         },
     };
+    let config = config.with_max_udp_payload(max_udp_payload);
     let endpoint = match Endpoint::server(listen, config) {
         Ok(e) => e,
         Err(e) => return fail(format!("cannot listen on {listen}: {e}")),

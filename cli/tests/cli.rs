@@ -233,6 +233,171 @@ fn closed_port_fails_fast_and_clearly() {
     );
 }
 
+/// `tern serve` sending packets of at most 1200 bytes accepts our largest datagram but cannot echo it:
+/// `tern connect` finds the largest size that is echoed, says so as information, and passes.
+#[test]
+fn connect_reports_the_largest_echoed_datagram_of_a_server_with_smaller_packets() {
+    let server = Server::start(&["--max-udp-payload", "1200"]);
+    let url = format!("{}echo", server.url);
+    let out = connect(&[&url, "--cert-hash", &server.hash]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("PASSED: 8 of 8 checks passed (1 with a note: info)"), "{t}");
+    let line = t
+        .lines()
+        .find(|l| l.trim_start().starts_with("info") && l.contains("datagram max"))
+        .unwrap_or_else(|| panic!("no info line for the maximum in\n{t}"));
+    // "datagrams up to N B echoed; M B (our maximum) not echoed: the server's packets are smaller (K probes)"
+    let n: usize = line
+        .split("datagrams up to ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no size in {line:?}"));
+    let max: usize = line
+        .split("datagram max (")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no maximum in {line:?}"));
+    assert!(line.contains("(our maximum) not echoed: the server's packets are smaller"), "{line}");
+    assert!(!line.contains("the limit lies below"), "the search converged: {line}");
+    assert!((1024..max).contains(&n), "{n} of {max} in {line}");
+
+    // The size reported is exactly the limit: N bytes come back, N + 1 do not.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let hash = hex32(&server.hash);
+        let client =
+            tern_tokio::Endpoint::client(tern_tokio::Config::new().with_certificate_hashes(vec![hash])).unwrap();
+        let session = client.connect(&url).await.expect("session");
+        let echo = |len: usize| {
+            let session = &session;
+            async move {
+                let payload: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+                for _ in 0..3 {
+                    session.send_datagram(&payload).unwrap();
+                    let wait = tokio::time::timeout(Duration::from_millis(300), async {
+                        loop {
+                            let d = session.recv_datagram().await.unwrap();
+                            if d[..] == payload[..] {
+                                return;
+                            }
+                        }
+                    });
+                    if wait.await.is_ok() {
+                        return true;
+                    }
+                }
+                false
+            }
+        };
+        assert!(echo(n).await, "{n} B not echoed");
+        assert!(!echo(n + 1).await, "{} B echoed", n + 1);
+        session.close(0, "").unwrap();
+    });
+}
+
+fn hex32(hex: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex");
+    }
+    out
+}
+
+/// Echo servers that misbehave on datagrams; streams are echoed correctly by both.
+#[derive(Clone, Copy)]
+enum BadDatagrams {
+    /// Datagrams are read and dropped.
+    Silent,
+    /// Datagrams come back with their first byte flipped.
+    Corrupting,
+}
+
+/// Runs a misbehaving echo server on a thread; returns its URL and certificate hash.
+fn bad_server(kind: BadDatagrams) -> (String, String) {
+    let cert = tern_tests::dev_cert();
+    let hash: String = cert.sha256.iter().map(|b| format!("{b:02x}")).collect();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let config = tern_tokio::Config::new().with_certificate_pem(cert.cert_pem, cert.key_pem);
+            let server = tern_tokio::Endpoint::server("127.0.0.1:0".parse().unwrap(), config).unwrap();
+            tx.send(server.local_addr()).unwrap();
+            while let Some(req) = server.accept().await {
+                let Ok(session) = req.accept() else { continue };
+                let s = session.clone();
+                tokio::spawn(async move {
+                    while let Ok(d) = s.recv_datagram().await {
+                        if let BadDatagrams::Corrupting = kind {
+                            let mut d = d.to_vec();
+                            d[0] ^= 0xff;
+                            let _ = s.send_datagram(&d);
+                        }
+                    }
+                });
+                let s = session.clone();
+                tokio::spawn(async move {
+                    while let Ok((mut send, mut recv)) = s.accept_bi().await {
+                        tokio::spawn(async move {
+                            let data = recv.read_to_end(1 << 20).await.unwrap();
+                            send.write_all(&data).await.unwrap();
+                            send.finish().unwrap();
+                        });
+                    }
+                });
+                tokio::spawn(async move {
+                    while let Ok(mut recv) = session.accept_uni().await {
+                        let data = recv.read_to_end(1 << 20).await.unwrap();
+                        let mut send = session.open_uni().await.unwrap();
+                        send.write_all(&data).await.unwrap();
+                        send.finish().unwrap();
+                    }
+                });
+            }
+        });
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(10)).expect("server started");
+    (format!("https://{addr}/echo"), hash)
+}
+
+#[test]
+fn connect_fails_a_server_that_does_not_echo_datagrams() {
+    let (url, hash) = bad_server(BadDatagrams::Silent);
+    let out = connect(&[&url, "--cert-hash", &hash]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    for size in ["datagram 64 B", "datagram 256 B", "datagram 1024 B", "datagram max"] {
+        assert!(
+            t.lines()
+                .any(|l| l.trim_start().starts_with("FAIL") && l.contains(size) && l.contains("no echo after 4 attempts")),
+            "{size} in\n{t}"
+        );
+    }
+    // The streams are fine and say so.
+    assert!(t.lines().any(|l| l.trim_start().starts_with("ok") && l.contains("bidi stream")), "{t}");
+    assert!(t.contains("FAILED: 4 of 8 checks passed"), "{t}");
+}
+
+#[test]
+fn connect_fails_a_server_that_corrupts_datagrams() {
+    let (url, hash) = bad_server(BadDatagrams::Corrupting);
+    let out = connect(&[&url, "--cert-hash", &hash]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    let line = t
+        .lines()
+        .find(|l| l.contains("datagram 64 B"))
+        .unwrap_or_else(|| panic!("{t}"));
+    assert!(
+        line.trim_start().starts_with("FAIL") && line.contains("echo corrupted: 64 B came back differing from byte 0 on"),
+        "{line}"
+    );
+    assert!(!t.contains("PASSED"), "{t}");
+}
+
 /// The venv's python for pywebtransport, or None to skip (no Python >= 3.12, not under CI).
 fn python() -> Option<PathBuf> {
     let out = Command::new("bash")

@@ -59,9 +59,11 @@ pub use url::{Target, UrlError};
 
 /// Wire codecs, exposed for tests and tools that build HTTP/3 and WebTransport bytes by hand.
 pub mod wire {
-    pub use crate::capsule::{Capsule, CapsuleError, CapsuleParser};
+    pub use crate::capsule::{Capsule, CapsuleError, CapsuleParser, MAX_CLOSE_REASON};
     pub use crate::qpack::{decode as qpack_decode, encode as qpack_encode, Field, QpackError};
-    pub use crate::varint::{len as varint_len, read as varint_read, write as varint_write};
+    pub use crate::varint::{
+        len as varint_len, read as varint_read, write as varint_write, MAX as VARINT_MAX,
+    };
 
     /// Appends an HTTP/3 frame (type, length, payload).
     pub fn write_frame(ty: u64, payload: &[u8], out: &mut Vec<u8>) {
