@@ -45,7 +45,12 @@ impl Report {
         !self.checks.is_empty() && self.checks.iter().all(|c| c.outcome != Outcome::Fail)
     }
 
-    fn push(&mut self, name: impl Into<String>, started: Instant, r: Result<String, String>) -> bool {
+    fn push(
+        &mut self,
+        name: impl Into<String>,
+        started: Instant,
+        r: Result<String, String>,
+    ) -> bool {
         let ok = r.is_ok();
         let (outcome, detail) = match r {
             Ok(d) => (Outcome::Ok, d),
@@ -55,7 +60,13 @@ impl Report {
         ok
     }
 
-    fn push_outcome(&mut self, name: impl Into<String>, elapsed: Duration, outcome: Outcome, detail: String) {
+    fn push_outcome(
+        &mut self,
+        name: impl Into<String>,
+        elapsed: Duration,
+        outcome: Outcome,
+        detail: String,
+    ) {
         self.checks.push(Check {
             name: name.into(),
             outcome,
@@ -81,8 +92,16 @@ impl Report {
                 c.detail
             );
         }
-        let passed = self.checks.iter().filter(|c| c.outcome != Outcome::Fail).count();
-        let notes = self.checks.iter().filter(|c| c.outcome == Outcome::Info).count();
+        let passed = self
+            .checks
+            .iter()
+            .filter(|c| c.outcome != Outcome::Fail)
+            .count();
+        let notes = self
+            .checks
+            .iter()
+            .filter(|c| c.outcome == Outcome::Info)
+            .count();
         let _ = write!(
             s,
             "{}: {passed} of {} checks passed",
@@ -90,7 +109,7 @@ impl Report {
             self.checks.len()
         );
         if notes > 0 {
-            let _ = write!(s, " ({notes} with a note: info)");
+            let _ = write!(s, " ({notes} with a note)");
         }
         s
     }
@@ -195,6 +214,13 @@ async fn datagram_checks(report: &mut Report, session: &Session, step_timeout: D
         );
         return;
     };
+    // An echo takes a round trip and the server's turn: wait several smoothed RTTs per attempt (at least
+    // 250 ms), four attempts per size against loss, so a server that echoes nothing costs seconds, not minutes.
+    let rtt = session.connection_stats().rtt;
+    let per_try = (rtt * 8).clamp(
+        Duration::from_millis(250),
+        (step_timeout / 4).max(Duration::from_millis(250)),
+    );
     let mut sent = Sent::default();
     let mut largest_echoed = None;
     for (i, size) in DATAGRAM_SIZES.into_iter().enumerate() {
@@ -209,7 +235,7 @@ async fn datagram_checks(report: &mut Report, session: &Session, step_timeout: D
             );
             continue;
         }
-        match datagram_echo(session, size, i as u8, step_timeout, 4, &mut sent).await {
+        match datagram_echo(session, size, i as u8, per_try, 4, &mut sent).await {
             Ok(rtt) => {
                 largest_echoed = Some(size);
                 report.push(name, t, Ok(echoed(rtt)));
@@ -221,7 +247,7 @@ async fn datagram_checks(report: &mut Report, session: &Session, step_timeout: D
     }
     let name = format!("datagram max ({max} B)");
     let t = Instant::now();
-    let err = match datagram_echo(session, max, 3, step_timeout, 4, &mut sent).await {
+    let err = match datagram_echo(session, max, 3, per_try, 4, &mut sent).await {
         Ok(rtt) => {
             report.push(name, t, Ok(echoed(rtt)));
             return;
@@ -232,15 +258,13 @@ async fn datagram_checks(report: &mut Report, session: &Session, step_timeout: D
         report.push(name, t, Err(err.to_string()));
         return;
     };
-    // The maximum is not echoed but a smaller size is: bisect between them, one round trip or two each.
-    let rtt = session.connection_stats().rtt;
-    let per_try = (rtt * 4).clamp(Duration::from_millis(100), step_timeout);
+    // The maximum is not echoed but a smaller size is: bisect between them, two attempts a probe.
     let (mut lo, mut hi) = (lo, max);
     let mut probes = 0;
     while hi - lo > 1 && probes < MAX_PROBES {
         let mid = lo + (hi - lo) / 2;
         probes += 1;
-        match datagram_echo(session, mid, 4 + probes as u8, per_try * 2, 2, &mut sent).await {
+        match datagram_echo(session, mid, 4 + probes as u8, per_try, 2, &mut sent).await {
             Ok(_) => lo = mid,
             Err(DatagramFailure::NotEchoed(_)) => hi = mid,
             Err(e) => {
@@ -288,7 +312,10 @@ impl std::fmt::Display for DatagramFailure {
         match self {
             Self::NotEchoed(n) => write!(f, "no echo after {n} attempts"),
             Self::Corrupted { size, at } => {
-                write!(f, "echo corrupted: {size} B came back differing from byte {at} on")
+                write!(
+                    f,
+                    "echo corrupted: {size} B came back differing from byte {at} on"
+                )
             }
             Self::Session(e) => f.write_str(e),
         }
@@ -299,13 +326,12 @@ async fn datagram_echo(
     session: &Session,
     size: usize,
     seed: u8,
-    timeout: Duration,
+    per_try: Duration,
     attempts: u32,
     sent_before: &mut Sent,
 ) -> Result<Duration, DatagramFailure> {
     let payload = pattern(size, seed.wrapping_mul(17).wrapping_add(1));
     sent_before.0.push(payload.clone());
-    let per_try = (timeout / attempts).max(Duration::from_millis(50));
     for _ in 1..=attempts {
         let sent = Instant::now();
         session
