@@ -213,7 +213,17 @@ impl VirtualClock {
             s.offset_ns.set(0);
             s.active.set(true);
         });
+        // Check that std's clock reads reach this crate's clock_gettime (the linker could in principle
+        // leave it out of a binary): an hour of offset must show in Instant::now().
+        STATE.with(|s| s.offset_ns.set(3_600_000_000_000));
+        let probe = Instant::now();
+        STATE.with(|s| s.offset_ns.set(0));
         let base = Instant::now();
+        assert_eq!(
+            probe.saturating_duration_since(base),
+            Duration::from_secs(3600),
+            "tern-sim's clock_gettime is not the one this binary calls: virtual time cannot work here"
+        );
         Self {
             base,
             offset: Duration::ZERO,

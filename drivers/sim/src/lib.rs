@@ -60,14 +60,23 @@
 //! `unsafe` code lives in this crate; [`tern`] itself stays free of it. Other systems read their clocks
 //! through other entry points, so the crate builds only on Linux.
 //!
+//! ## Randomness
+//! Every random choice is drawn from the seed: the network's (one ChaCha8 generator per link), the
+//! endpoints' connection ids ([`tern::Config::with_rng_seed`], set by [`identity`]'s configurations), and
+//! BoringSSL's, which quiche uses for packet-number skips and TLS randoms: on a simulation thread this
+//! crate also answers `getrandom` system calls made through the C library's `syscall` function (the way
+//! BoringSSL reaches the kernel) from the seed. BoringSSL seeds one generator per thread on its first use,
+//! so run each simulation that must repeat on a fresh thread ([`isolated`]; [`echo`] does). On Intel
+//! CPUs BoringSSL also mixes the RDRAND instruction into every draw; there, start the test binary with
+//! `OPENSSL_ia32cap=~0x4000000000000000` (which hides RDRAND from BoringSSL) for repeatable traces.
+//! The [`identity`] certificate is fixed, and RSA, so handshake signatures always have the same length.
+//!
 //! ## What the trace hash covers
 //! [`Sim::trace_hash`] is a digest of every packet the network saw (sending order, virtual send and
 //! arrival times in microseconds, source, destination, UDP payload size, fate, which packet a duplicate
 //! copies) and every app-visible event (each endpoint event's `Debug` form and the application's own
-//! [`Sim::record`] entries, with virtual time and host). Packet contents are not hashed: they are
-//! encrypted with keys BoringSSL draws from the system. The endpoints' connection ids come from the seed
-//! ([`tern::Config::with_rng_seed`]); the [`identity`] certificate is fixed, and RSA, so handshake
-//! signatures always have the same length.
+//! [`Sim::record`] entries, with virtual time and host). Packet contents are not hashed, so the hash
+//! stays the same across releases of the TLS library that encrypt the same sizes differently.
 #![warn(missing_docs)]
 #![cfg(target_os = "linux")]
 
