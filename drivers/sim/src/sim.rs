@@ -19,6 +19,8 @@ struct Host {
     ep: Endpoint,
     events: VecDeque<Event>,
     auto_accept: bool,
+    /// Touched since its last flush (a command, a packet, a timeout): its output must be drained.
+    dirty: bool,
 }
 
 /// Endpoints on a seeded network, on virtual time.
@@ -39,6 +41,7 @@ pub struct Sim {
     buf: Vec<u8>,
     stats: SimStats,
     wakeups: std::collections::BinaryHeap<std::cmp::Reverse<Instant>>,
+    by_addr: std::collections::HashMap<SocketAddr, usize>,
 }
 
 /// Counters over the whole simulation.
@@ -185,6 +188,7 @@ impl Sim {
             buf: vec![0; 65536],
             stats: SimStats::default(),
             wakeups: std::collections::BinaryHeap::new(),
+            by_addr: std::collections::HashMap::new(),
         }
     }
 
@@ -211,7 +215,9 @@ impl Sim {
             ep: endpoint,
             events: VecDeque::new(),
             auto_accept: true,
+            dirty: true,
         });
+        self.by_addr.insert(addr, self.hosts.len() - 1);
         HostId(self.hosts.len() - 1)
     }
 
@@ -238,7 +244,9 @@ impl Sim {
 
     /// A host's endpoint, for commands.
     pub fn endpoint(&mut self, h: HostId) -> &mut Endpoint {
-        &mut self.hosts[h.0].ep
+        let host = &mut self.hosts[h.0];
+        host.dirty = true;
+        &mut host.ep
     }
 
     /// Events a host's endpoint raised, oldest first, not yet taken.
@@ -266,6 +274,7 @@ impl Sim {
         server_name: &str,
     ) -> Result<ConnectionHandle, tern::ConfigError> {
         let (local, remote, now) = (self.addr(client), self.addr(server), self.now());
+        self.hosts[client.0].dirty = true;
         self.hosts[client.0]
             .ep
             .connect(now, local, remote, server_name)
@@ -312,17 +321,22 @@ impl Sim {
         for host in &mut self.hosts {
             if host.ep.poll_timeout().is_some_and(|t| t <= now) {
                 host.ep.handle_timeout(now);
+                host.dirty = true;
             }
         }
         while let Some(mut d) = self.net.poll_delivery(now) {
             moved = true;
             self.stats.packets_delivered += 1;
-            if let Some(host) = self.hosts.iter_mut().find(|h| h.addr == d.dst) {
+            if let Some(&i) = self.by_addr.get(&d.dst) {
+                let host = &mut self.hosts[i];
                 host.ep.handle(now, d.src, d.dst, &mut d.data);
+                host.dirty = true;
             }
         }
         for i in 0..self.hosts.len() {
-            moved |= self.flush(i, now);
+            if std::mem::take(&mut self.hosts[i].dirty) {
+                moved |= self.flush(i, now);
+            }
         }
         moved
     }
