@@ -84,6 +84,7 @@ pub struct Config {
     pub(crate) pacing: bool,
     pub(crate) close_idle_connections: bool,
     pub(crate) qlog: Option<QlogFactory>,
+    pub(crate) rng_seed: Option<u64>,
 }
 
 impl fmt::Debug for Config {
@@ -150,6 +151,7 @@ impl Config {
             pacing: true,
             close_idle_connections: false,
             qlog: None,
+            rng_seed: None,
         }
     }
 
@@ -303,6 +305,16 @@ impl Config {
     #[must_use]
     pub fn with_qlog(mut self, factory: QlogFactory) -> Self {
         self.qlog = Some(factory);
+        self
+    }
+
+    /// Draw the endpoint's own random choices (connection ids, the retry-token key) from a deterministic
+    /// stream derived from `seed` instead of the system's generator, so a simulation replays the same ids.
+    /// For tests only: ids become predictable to anyone who knows the seed. (TLS and QUIC keys still come
+    /// from the system's generator.)
+    #[must_use]
+    pub fn with_rng_seed(mut self, seed: u64) -> Self {
+        self.rng_seed = Some(seed);
         self
     }
 

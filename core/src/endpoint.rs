@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use ring::rand::SecureRandom;
 
 use crate::config::Config;
 use crate::connection::{Connection, Dialects};
@@ -51,7 +50,7 @@ pub struct Endpoint {
     events: VecDeque<Event>,
     dirty: VecDeque<ConnectionHandle>,
     stateless: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
-    rng: ring::rand::SystemRandom,
+    rng: crate::rng::Random,
     retry_key: ring::hmac::Key,
     accepting: bool,
 }
@@ -85,7 +84,7 @@ impl Endpoint {
             None
         };
         let client_quic = config.build_quic(false)?;
-        let rng = ring::rand::SystemRandom::new();
+        let rng = crate::rng::Random::new(config.rng_seed);
         let mut key = [0u8; 32];
         rng.fill(&mut key)
             .map_err(|_| ConfigError::Quic("no randomness".into()))?;

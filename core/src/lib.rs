@@ -42,6 +42,7 @@ mod event;
 mod frame;
 mod idmap;
 mod qpack;
+mod rng;
 pub mod settings;
 pub mod url;
 mod varint;
