@@ -85,6 +85,11 @@ pub struct Config {
     pub(crate) close_idle_connections: bool,
     pub(crate) qlog: Option<QlogFactory>,
     pub(crate) rng_seed: Option<u64>,
+    pub(crate) max_connections: usize,
+    pub(crate) max_connections_per_address: usize,
+    pub(crate) max_handshakes: usize,
+    pub(crate) retry_above_handshakes: usize,
+    pub(crate) request_header_timeout: Duration,
 }
 
 impl fmt::Debug for Config {
@@ -152,6 +157,11 @@ impl Config {
             close_idle_connections: false,
             qlog: None,
             rng_seed: None,
+            max_connections: 10_000,
+            max_connections_per_address: 256,
+            max_handshakes: 1024,
+            retry_above_handshakes: 128,
+            request_header_timeout: Duration::from_secs(10),
         }
     }
 
@@ -286,6 +296,34 @@ impl Config {
         /// in the core (a connection can carry a later session); the drivers turn it on, one session per
         /// connection being what they open.
         with_close_idle_connections, close_idle_connections, bool);
+
+    setter!(
+        /// The most connections the endpoint keeps at once (server; default 10,000). At the limit a new
+        /// client is answered, once its address is validated by a stateless Retry, with CONNECTION_CLOSE
+        /// CONNECTION_REFUSED (RFC 9000 section 20.1) and no state is kept. Counted in
+        /// `EndpointStats::refused`.
+        with_max_connections, max_connections, usize);
+    setter!(
+        /// The most connections from one IP address (server; default 256, room for clients behind a shared
+        /// NAT). Above it, as at `max_connections`: Retry, then CONNECTION_REFUSED.
+        with_max_connections_per_address, max_connections_per_address, usize);
+    setter!(
+        /// The hard cap on connections still in their handshake (server; default 1,024: each holds a TLS
+        /// state and quiche's buffers, about 26 KiB). At the cap a new Initial is dropped before anything
+        /// is allocated for it. Counted in `EndpointStats::dropped_handshake_cap`.
+        with_max_handshakes, max_handshakes, usize);
+    setter!(
+        /// Connections in the handshake above which a new Initial without a token is answered with a
+        /// stateless Retry (server; default 128): a spoofed source address then cannot make the server
+        /// allocate (RFC 9000 section 8.1.2). [`with_stateless_retry`](Self::with_stateless_retry) retries
+        /// every client instead.
+        with_retry_above_handshakes, retry_above_handshakes, usize);
+    setter!(
+        /// How long a request stream may take to deliver its complete HEADERS frame (server; default
+        /// 10 s). A request still incomplete then is aborted with H3_REQUEST_INCOMPLETE (RFC 9114 section
+        /// 4.1.2), so a half-sent request does not hold its stream for ever. Counted in
+        /// `ConnectionStats::requests_timed_out`.
+        with_request_header_timeout, request_header_timeout, Duration);
 
     /// The initial RTT estimate before any sample (small values make loss recovery fast in tests).
     #[must_use]

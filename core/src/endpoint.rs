@@ -3,9 +3,9 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::idmap::IdMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -13,8 +13,8 @@ use crate::config::Config;
 use crate::connection::{Connection, Dialects};
 use crate::error::{ConfigError, DatagramError, SessionError, StreamError};
 use crate::event::{
-    ConnectionHandle, ConnectionStats, Event, Headers, IncomingRequest, SessionId, SessionRequest,
-    SessionStats, StreamId, Transmit,
+    ConnectionHandle, ConnectionStats, EndpointStats, Event, Headers, IncomingRequest, SessionId,
+    SessionRequest, SessionStats, StreamId, Transmit,
 };
 use crate::settings::Dialect;
 
@@ -22,6 +22,80 @@ use crate::settings::Dialect;
 const CID_LEN: usize = 16;
 /// Stateless packets (version negotiation, retry) queued at most; more are dropped rather than stored.
 const MAX_STATELESS: usize = 256;
+/// The smallest UDP datagram that may start a connection: a client pads its first Initial to this, and a
+/// server discards smaller ones (RFC 9000 sections 14.1 and 5.2.2) before any work, Version Negotiation
+/// included.
+const MIN_INITIAL_DATAGRAM: usize = 1200;
+/// How long a Retry token is good for: the client uses it at once, one round trip later.
+const RETRY_TOKEN_LIFETIME: Duration = Duration::from_secs(10);
+/// A limit that keeps refusing is logged at most once per this interval, with the count in between.
+const LIMIT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Largest packet a stateless answer (refusal) is built into.
+const STATELESS_PACKET: usize = 1350;
+
+/// The endpoint-wide limits that turn clients away, for rate-limited logging.
+#[derive(Clone, Copy, Debug)]
+enum Limit {
+    HandshakeCap,
+    RetryUnderLoad,
+    Connections,
+    PerAddress,
+    StatelessQueue,
+}
+
+impl Limit {
+    const COUNT: usize = 5;
+
+    fn describe(self, cfg: &Config) -> String {
+        match self {
+            Limit::HandshakeCap => format!(
+                "{} connections in the handshake (max_handshakes): dropping new Initials",
+                cfg.max_handshakes
+            ),
+            Limit::RetryUnderLoad => format!(
+                "more than {} connections in the handshake (retry_above_handshakes): answering new \
+                 clients with Retry",
+                cfg.retry_above_handshakes
+            ),
+            Limit::Connections => format!(
+                "{} connections (max_connections): refusing new clients (CONNECTION_REFUSED)",
+                cfg.max_connections
+            ),
+            Limit::PerAddress => format!(
+                "{} connections from one address (max_connections_per_address): refusing more \
+                 (CONNECTION_REFUSED)",
+                cfg.max_connections_per_address
+            ),
+            Limit::StatelessQueue => {
+                format!("{MAX_STATELESS} stateless answers already queued: dropping more")
+            }
+        }
+    }
+}
+
+/// Logs each limit at most once per [`LIMIT_LOG_INTERVAL`], counting what happened in between.
+#[derive(Default)]
+struct LimitLog {
+    last: [Option<Instant>; Limit::COUNT],
+    since: [u64; Limit::COUNT],
+}
+
+impl LimitLog {
+    fn hit(&mut self, now: Instant, limit: Limit, cfg: &Config) {
+        let i = limit as usize;
+        self.since[i] += 1;
+        if self.last[i].is_some_and(|t| now.saturating_duration_since(t) < LIMIT_LOG_INTERVAL) {
+            return;
+        }
+        log::warn!(
+            "endpoint saturated: {} ({} time(s) since the last report)",
+            limit.describe(cfg),
+            self.since[i]
+        );
+        self.last[i] = Some(now);
+        self.since[i] = 0;
+    }
+}
 
 /// A WebTransport endpoint: the sans-IO state of every connection on one UDP socket.
 ///
@@ -53,6 +127,15 @@ pub struct Endpoint {
     rng: crate::rng::Random,
     retry_key: ring::hmac::Key,
     accepting: bool,
+    /// Counters of [`EndpointStats`] (the gauges are computed).
+    stats: EndpointStats,
+    /// Accepted connections whose handshake has not completed.
+    handshaking: usize,
+    /// Accepted connections per peer IP address.
+    per_address: HashMap<IpAddr, usize>,
+    limit_log: LimitLog,
+    /// Origin of the time in Retry tokens (the first instant the endpoint saw).
+    epoch: Option<Instant>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -102,6 +185,11 @@ impl Endpoint {
             rng,
             retry_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
             accepting: true,
+            stats: EndpointStats::default(),
+            handshaking: 0,
+            per_address: HashMap::new(),
+            limit_log: LimitLog::default(),
+            epoch: None,
         })
     }
 
@@ -118,6 +206,15 @@ impl Endpoint {
     /// Number of live connections.
     pub fn connection_count(&self) -> usize {
         self.conns.len()
+    }
+
+    /// Figures for the whole endpoint: connections held, and what its limits turned away.
+    pub fn stats(&self) -> EndpointStats {
+        EndpointStats {
+            connections: self.conns.len(),
+            handshaking: self.handshaking,
+            ..self.stats.clone()
+        }
     }
 
     /// Handles of all live connections.
@@ -222,7 +319,7 @@ impl Endpoint {
         };
         let h = match self.cids.get(&dcid) {
             Some(h) => *h,
-            None => match self.accept(now, from, to, &dcid, &scid, ty, version, token) {
+            None => match self.accept(now, from, to, &dcid, &scid, ty, version, token, buf) {
                 Some(h) => h,
                 None => return,
             },
@@ -239,10 +336,12 @@ impl Endpoint {
         self.reap(h);
     }
 
+    /// A datagram for no known connection: start one, or answer statelessly (Version Negotiation, Retry,
+    /// refusal), or drop it. Limits are checked before anything is allocated.
     #[allow(clippy::too_many_arguments)]
     fn accept(
         &mut self,
-        _now: Instant,
+        now: Instant,
         from: SocketAddr,
         to: SocketAddr,
         dcid: &[u8],
@@ -250,45 +349,73 @@ impl Endpoint {
         ty: quiche::Type,
         version: u32,
         token: Option<Vec<u8>>,
+        buf: &mut [u8],
     ) -> Option<ConnectionHandle> {
-        if ty != quiche::Type::Initial || !self.accepting {
+        self.server_quic.as_ref()?;
+        // Too small to start a connection: no state and no Version Negotiation either (RFC 9000 sections
+        // 14.1 and 5.2.2).
+        if buf.len() < MIN_INITIAL_DATAGRAM {
+            log::trace!(
+                "dropping a {}-byte datagram from {from} for no connection",
+                buf.len()
+            );
+            self.stats.dropped_unroutable += 1;
             return None;
         }
-        self.server_quic.as_ref()?;
         let dcid_ref = quiche::ConnectionId::from_ref(dcid);
         let scid_ref = quiche::ConnectionId::from_ref(scid);
-        if !quiche::version_is_supported(version) {
-            let mut out = vec![0u8; 1350];
+        let long_header = !matches!(ty, quiche::Type::Short | quiche::Type::VersionNegotiation);
+        if long_header && !quiche::version_is_supported(version) {
+            let mut out = vec![0u8; STATELESS_PACKET];
             if let Ok(n) = quiche::negotiate_version(&scid_ref, &dcid_ref, &mut out) {
                 out.truncate(n);
-                self.queue_stateless(from, to, out);
+                self.stats.version_negotiations_sent += 1;
+                self.queue_stateless(now, from, to, out);
             }
             return None;
         }
+        if ty != quiche::Type::Initial {
+            self.stats.dropped_unroutable += 1;
+            return None;
+        }
+        if !self.accepting {
+            return None;
+        }
+        // The hard cap: nothing is allocated for this client.
+        if self.handshaking >= self.cfg.max_handshakes {
+            self.stats.dropped_handshake_cap += 1;
+            self.limit_log.hit(now, Limit::HandshakeCap, &self.cfg);
+            return None;
+        }
+        let at_total = self.conns.len() >= self.cfg.max_connections;
+        let at_address = self.per_address.get(&from.ip()).copied().unwrap_or(0)
+            >= self.cfg.max_connections_per_address;
+        let loaded = self.handshaking >= self.cfg.retry_above_handshakes;
+        // Address validation first (RFC 9000 section 8.1.2): above the handshake threshold, and before a
+        // refusal (which costs a TLS flight), so a spoofed source can make the server neither allocate
+        // nor answer more than a Retry.
+        let want_retry = self.cfg.stateless_retry || loaded || at_total || at_address;
         let mut odcid = None;
-        if self.cfg.stateless_retry {
-            match token.as_deref() {
-                None | Some([]) => {
-                    let new = self.new_cid();
-                    let new_ref = quiche::ConnectionId::from_ref(&new);
-                    let token = self.mint_token(dcid, &from);
-                    let mut out = vec![0u8; 1350];
-                    if let Ok(n) =
-                        quiche::retry(&scid_ref, &dcid_ref, &new_ref, &token, version, &mut out)
-                    {
-                        out.truncate(n);
-                        self.queue_stateless(from, to, out);
+        match token.as_deref() {
+            None | Some([]) => {
+                if want_retry {
+                    if loaded && !self.cfg.stateless_retry {
+                        self.limit_log.hit(now, Limit::RetryUnderLoad, &self.cfg);
                     }
+                    self.send_retry(now, from, to, dcid, scid, version);
                     return None;
                 }
-                Some(t) => match self.validate_token(t, &from) {
-                    Some(o) => odcid = Some(o),
-                    None => {
-                        log::debug!("invalid retry token from {from}");
-                        return None;
-                    }
-                },
             }
+            Some(t) => match self.validate_token(t, &from, now) {
+                Some(o) => odcid = Some(o),
+                None if want_retry => {
+                    log::debug!("invalid retry token from {from}");
+                    self.stats.invalid_tokens += 1;
+                    return None;
+                }
+                // Not one of our Retry tokens and no validation needed: as if there were none.
+                None => {}
+            },
         }
         // After a retry the client already uses the id we chose; otherwise pick a fresh one.
         let cid: Vec<u8> = if odcid.is_some() {
@@ -301,14 +428,24 @@ impl Endpoint {
             .as_ref()
             .map(|o: &Vec<u8>| quiche::ConnectionId::from_ref(o));
         let cfg = self.server_quic.as_mut()?;
-        let quic = match quiche::accept(&cid_ref, odcid_ref.as_ref(), to, from, cfg) {
+        let mut quic = match quiche::accept(&cid_ref, odcid_ref.as_ref(), to, from, cfg) {
             Ok(q) => q,
             Err(e) => {
                 log::debug!("accept from {from} failed: {e}");
                 return None;
             }
         };
+        if at_total || at_address {
+            self.refuse(now, &mut quic, from, to, buf, at_total);
+            return None;
+        }
         let h = self.add_conn(quic, true, from);
+        if let Some(c) = self.conns.get_mut(&h) {
+            c.handshaking = true;
+        }
+        self.handshaking += 1;
+        *self.per_address.entry(from.ip()).or_insert(0) += 1;
+        self.stats.accepted += 1;
         self.cids.insert(cid, h);
         if dcid.len() >= 8 {
             self.cids.insert(dcid.to_vec(), h);
@@ -317,13 +454,80 @@ impl Endpoint {
         Some(h)
     }
 
-    fn queue_stateless(&mut self, to: SocketAddr, from: SocketAddr, pkt: Vec<u8>) {
-        if self.stateless.len() < MAX_STATELESS {
-            self.stateless.push_back((to, from, pkt));
+    fn send_retry(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        to: SocketAddr,
+        dcid: &[u8],
+        scid: &[u8],
+        version: u32,
+    ) {
+        let new = self.new_cid();
+        let new_ref = quiche::ConnectionId::from_ref(&new);
+        let token = self.mint_token(dcid, &from, now);
+        let mut out = vec![0u8; STATELESS_PACKET];
+        let (scid_ref, dcid_ref) = (
+            quiche::ConnectionId::from_ref(scid),
+            quiche::ConnectionId::from_ref(dcid),
+        );
+        if let Ok(n) = quiche::retry(&scid_ref, &dcid_ref, &new_ref, &token, version, &mut out) {
+            out.truncate(n);
+            self.stats.retries_sent += 1;
+            self.queue_stateless(now, from, to, out);
         }
     }
 
-    fn token_input(odcid: &[u8], addr: &SocketAddr) -> Vec<u8> {
+    /// Answers a validated client at a connection limit with CONNECTION_CLOSE CONNECTION_REFUSED (RFC 9000
+    /// section 20.1) and keeps nothing: the connection is built only to read the client's Initial (its
+    /// connection id, its keys) and to seal the close, then dropped.
+    fn refuse(
+        &mut self,
+        now: Instant,
+        quic: &mut quiche::Connection,
+        from: SocketAddr,
+        to: SocketAddr,
+        buf: &mut [u8],
+        at_total: bool,
+    ) {
+        const CONNECTION_REFUSED: u64 = 0x02;
+        self.stats.refused += 1;
+        let limit = if at_total {
+            Limit::Connections
+        } else {
+            Limit::PerAddress
+        };
+        self.limit_log.hit(now, limit, &self.cfg);
+        let _ = quic.recv(buf, quiche::RecvInfo { from, to });
+        let _ = quic.close(false, CONNECTION_REFUSED, b"");
+        for _ in 0..4 {
+            let mut out = vec![0u8; STATELESS_PACKET];
+            match quic.send(&mut out) {
+                Ok((n, info)) => {
+                    out.truncate(n);
+                    self.queue_stateless(now, info.to, info.from, out);
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn queue_stateless(&mut self, now: Instant, to: SocketAddr, from: SocketAddr, pkt: Vec<u8>) {
+        if self.stateless.len() < MAX_STATELESS {
+            self.stateless.push_back((to, from, pkt));
+        } else {
+            self.stats.stateless_dropped += 1;
+            self.limit_log.hit(now, Limit::StatelessQueue, &self.cfg);
+        }
+    }
+
+    /// Seconds since the endpoint's first instant: the issue time carried in Retry tokens.
+    fn token_clock(&mut self, now: Instant) -> u32 {
+        let epoch = *self.epoch.get_or_insert(now);
+        now.saturating_duration_since(epoch).as_secs() as u32
+    }
+
+    fn token_input(odcid: &[u8], addr: &SocketAddr, issued: u32) -> Vec<u8> {
         let mut v = Vec::with_capacity(64);
         v.push(odcid.len() as u8);
         v.extend_from_slice(odcid);
@@ -332,25 +536,37 @@ impl Endpoint {
             std::net::IpAddr::V6(a) => v.extend_from_slice(&a.octets()),
         }
         v.extend_from_slice(&addr.port().to_be_bytes());
+        v.extend_from_slice(&issued.to_be_bytes());
         v
     }
 
-    /// A retry token: the original destination id, authenticated together with the client's address.
-    fn mint_token(&self, odcid: &[u8], addr: &SocketAddr) -> Vec<u8> {
-        let tag = ring::hmac::sign(&self.retry_key, &Self::token_input(odcid, addr));
-        let mut t = Vec::with_capacity(1 + odcid.len() + 32);
+    /// A retry token: the original destination id and the issue time, authenticated together with the
+    /// client's address.
+    fn mint_token(&mut self, odcid: &[u8], addr: &SocketAddr, now: Instant) -> Vec<u8> {
+        let issued = self.token_clock(now);
+        let tag = ring::hmac::sign(&self.retry_key, &Self::token_input(odcid, addr, issued));
+        let mut t = Vec::with_capacity(1 + odcid.len() + 4 + 32);
         t.push(odcid.len() as u8);
         t.extend_from_slice(odcid);
+        t.extend_from_slice(&issued.to_be_bytes());
         t.extend_from_slice(tag.as_ref());
         t
     }
 
-    fn validate_token(&self, token: &[u8], addr: &SocketAddr) -> Option<Vec<u8>> {
+    /// The original destination id of a valid, unexpired token for this address.
+    fn validate_token(&mut self, token: &[u8], addr: &SocketAddr, now: Instant) -> Option<Vec<u8>> {
         let len = *token.first()? as usize;
         let odcid = token.get(1..1 + len)?;
-        let tag = token.get(1 + len..)?;
-        ring::hmac::verify(&self.retry_key, &Self::token_input(odcid, addr), tag).ok()?;
-        Some(odcid.to_vec())
+        let issued = u32::from_be_bytes(token.get(1 + len..5 + len)?.try_into().ok()?);
+        let tag = token.get(5 + len..)?;
+        ring::hmac::verify(
+            &self.retry_key,
+            &Self::token_input(odcid, addr, issued),
+            tag,
+        )
+        .ok()?;
+        let age = self.token_clock(now).checked_sub(issued)?;
+        (u64::from(age) <= RETRY_TOKEN_LIFETIME.as_secs()).then(|| odcid.to_vec())
     }
 
     /// Handles expired timers: quiche's (loss detection, idle) and the core's own (buffered streams).
@@ -374,12 +590,36 @@ impl Endpoint {
         }
     }
 
-    /// Drops a connection once quiche says it is closed and its events are out.
+    /// Drops a connection once quiche says it is closed and its events are out; before that, notes the
+    /// end of its handshake (for the handshake limits).
     fn reap(&mut self, h: ConnectionHandle) {
-        if self.conns.get(&h).is_some_and(|c| c.closed_reported) {
-            self.conns.remove(&h);
-            self.cids.retain(|_, v| *v != h);
+        let Some(c) = self.conns.get_mut(&h) else {
+            return;
+        };
+        if c.handshaking && (c.quic.is_established() || c.quic.is_closed() || c.quic.is_draining())
+        {
+            c.handshaking = false;
+            self.handshaking -= 1;
         }
+        if !c.closed_reported {
+            return;
+        }
+        let Some(c) = self.conns.remove(&h) else {
+            return;
+        };
+        if c.handshaking {
+            self.handshaking -= 1;
+        }
+        if c.server {
+            let ip = c.remote().ip();
+            if let Some(n) = self.per_address.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_address.remove(&ip);
+                }
+            }
+        }
+        self.cids.retain(|_, v| *v != h);
     }
 
     /// The earliest instant at which [`handle_timeout`](Self::handle_timeout) must run.

@@ -340,6 +340,39 @@ pub struct ConnectionStats {
     pub datagrams_dropped_buffer_full: u64,
     /// Streams rejected with WT_BUFFERED_STREAM_REJECTED.
     pub streams_rejected_buffered: u64,
+    /// Peer requests aborted with H3_REQUEST_INCOMPLETE because their HEADERS frame did not complete
+    /// within `Config::with_request_header_timeout`.
+    pub requests_timed_out: u64,
+}
+
+/// Endpoint-wide figures: the connections it holds and what its limits turned away
+/// ([`Endpoint::stats`](crate::Endpoint::stats)).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EndpointStats {
+    /// Connections open now.
+    pub connections: usize,
+    /// Of those, accepted connections whose handshake has not completed.
+    pub handshaking: usize,
+    /// Connections accepted since the endpoint started.
+    pub accepted: u64,
+    /// Clients answered with CONNECTION_CLOSE CONNECTION_REFUSED because the endpoint held
+    /// `max_connections` connections, or their address held `max_connections_per_address`.
+    pub refused: u64,
+    /// Stateless Retry packets sent (address validation: always with `stateless_retry`, otherwise above
+    /// `retry_above_handshakes` connections in the handshake or at a connection limit).
+    pub retries_sent: u64,
+    /// Initials with a Retry token that was not ours, expired, or for another address: dropped.
+    pub invalid_tokens: u64,
+    /// Initials dropped without any state because `max_handshakes` connections were in the handshake.
+    pub dropped_handshake_cap: u64,
+    /// Datagrams for no connection that could not start one: Initials (or unsupported versions) in a
+    /// datagram under 1,200 bytes (RFC 9000 sections 14.1 and 5.2.2), other packet types.
+    pub dropped_unroutable: u64,
+    /// Version Negotiation packets sent.
+    pub version_negotiations_sent: u64,
+    /// Stateless answers (Retry, Version Negotiation, refusals) not sent because too many were queued.
+    pub stateless_dropped: u64,
 }
 
 /// Per-session counters.

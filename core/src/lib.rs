@@ -52,8 +52,8 @@ pub use connection::Dialects;
 pub use endpoint::{ConnectionRef, Endpoint, SessionRef, StreamRef};
 pub use error::{code, ConfigError, ConnectionError, DatagramError, SessionError, StreamError};
 pub use event::{
-    ConnectionHandle, ConnectionStats, Event, Headers, IncomingRequest, SessionCloseReason,
-    SessionId, SessionRequest, SessionStats, StreamId, Transmit,
+    ConnectionHandle, ConnectionStats, EndpointStats, Event, Headers, IncomingRequest,
+    SessionCloseReason, SessionId, SessionRequest, SessionStats, StreamId, Transmit,
 };
 pub use settings::Dialect;
 pub use url::{Target, UrlError};

@@ -225,14 +225,16 @@ impl Connection {
                 }
                 stream_type::WEBTRANSPORT => {}
                 other => {
-                    // Unknown and GREASE stream types: abort reading (RFC 9114 section 6.2).
-                    log::debug!("stream {id}: ignoring unknown stream type {other:#x}");
-                    let _ = self.quic.stream_shutdown(
-                        id,
-                        quiche::Shutdown::Read,
-                        code::H3_STREAM_CREATION_ERROR,
-                    );
-                    self.streams.insert(id, Stream::Discard);
+                    // Unknown and GREASE stream types: the recipient either aborts reading or discards
+                    // what arrives (RFC 9114 section 6.2). Tern discards: quiche 0.30 frees a stream whose
+                    // reading was aborted only when the application reads it again, which it never
+                    // reports, so a stopped stream that already carried its FIN would hold its slot (and
+                    // the peer's stream credit) for the life of the connection. Read to its end, it is
+                    // freed at once and the credit returns.
+                    log::debug!("stream {id}: discarding unknown stream type {other:#x}");
+                    if !fin && !self.discard(id) {
+                        self.streams.insert(id, Stream::Discard);
+                    }
                     return Ok(());
                 }
             }
@@ -244,6 +246,7 @@ impl Connection {
                 ));
             }
             // A request stream: the varint was the first frame's type.
+            let headers_deadline = now + self.cfg.request_header_timeout;
             self.streams.insert(
                 id,
                 Stream::Request(Box::new(RequestStream {
@@ -257,7 +260,12 @@ impl Connection {
                     fin_queued: false,
                     fin_sent: false,
                     over: false,
+                    headers_deadline: Some(headers_deadline),
                 })),
+            );
+            self.deadline = Some(
+                self.deadline
+                    .map_or(headers_deadline, |d| d.min(headers_deadline)),
             );
             if fin {
                 self.streams.remove(&id);

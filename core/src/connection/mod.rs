@@ -73,6 +73,8 @@ pub(crate) struct Connection {
     connected_reported: bool,
     sessions_ended: bool,
     pub(crate) closed_reported: bool,
+    /// Counted among the endpoint's connections in the handshake (accepted, not yet established).
+    pub(crate) handshaking: bool,
     peer: Option<PeerSettings>,
     have_peer_control: bool,
     have_peer_encoder: bool,
@@ -93,6 +95,8 @@ pub(crate) struct Connection {
     dgram_dropped_unknown: u64,
     dgram_dropped_buffer: u64,
     streams_rejected: u64,
+    /// Peer requests aborted because their HEADERS did not complete in time.
+    requests_timed_out: u64,
     /// quiche's count of STOP_SENDING frames received, as of the last scan for stopped streams.
     stops_seen: u64,
     /// Streams that had capacity again as soon as a short write asked for it: reported on the next pass.
@@ -105,6 +109,9 @@ pub(crate) struct Connection {
     pub(crate) had_session: bool,
     /// Its sessions are all over: close the connection at this instant (see `update_linger`).
     linger_until: Option<Instant>,
+    /// Sessions refused a stream for want of the peer's QUIC stream credit, with the kind (true:
+    /// bidirectional): told `StreamsAvailable` once the peer's MAX_STREAMS frame raises the limit.
+    quic_streams_blocked: SmallVec<[(u64, bool); 2]>,
 }
 
 fn is_bidi(id: u64) -> bool {
@@ -136,6 +143,7 @@ impl Connection {
             connected_reported: false,
             sessions_ended: false,
             closed_reported: false,
+            handshaking: false,
             peer: None,
             have_peer_control: false,
             have_peer_encoder: false,
@@ -155,12 +163,14 @@ impl Connection {
             dgram_dropped_unknown: 0,
             dgram_dropped_buffer: 0,
             streams_rejected: 0,
+            requests_timed_out: 0,
             stops_seen: 0,
             writable_now: Vec::new(),
             prebuilt: std::collections::VecDeque::new(),
             deadline: None,
             had_session: false,
             linger_until: None,
+            quic_streams_blocked: SmallVec::new(),
         }
     }
 
@@ -257,8 +267,44 @@ impl Connection {
         if self.alive() {
             self.expire_buffered(now);
         }
+        if self.alive() {
+            self.wake_quic_blocked(ev);
+        }
         self.update_linger(now);
         self.check_end(ev);
+    }
+
+    /// Sessions that were refused a stream because the peer's QUIC stream limit was reached learn that
+    /// more may be opened once a MAX_STREAMS frame raised it (RFC 9000 section 4.6). Draft-02 peers
+    /// (browsers) have no WebTransport stream credit: this is their only signal.
+    fn wake_quic_blocked(&mut self, ev: &mut VecDeque<Event>) {
+        if self.quic_streams_blocked.is_empty() {
+            return;
+        }
+        let (bidi_left, uni_left) = (
+            self.quic.peer_streams_left_bidi(),
+            self.quic.peer_streams_left_uni(),
+        );
+        let mut wake: SmallVec<[u64; 2]> = SmallVec::new();
+        let sessions = &self.sessions;
+        self.quic_streams_blocked.retain(|(session, bidi)| {
+            if !sessions.contains_key(session) {
+                return false;
+            }
+            let left = if *bidi { bidi_left } else { uni_left };
+            if left == 0 {
+                return true;
+            }
+            if !wake.contains(session) {
+                wake.push(*session);
+            }
+            false
+        });
+        for session in wake {
+            ev.push_back(Event::StreamsAvailable {
+                session: self.sid(session),
+            });
+        }
     }
 
     /// The earliest instant the core itself must act (buffered streams, closing an idle connection).
@@ -430,7 +476,13 @@ impl Connection {
                 }
                 Ok(())
             }
-            Some(Stream::Discard) | Some(Stream::LocalControl { .. }) => {
+            Some(Stream::Discard) => {
+                if self.discard(id) {
+                    self.streams.remove(&id);
+                }
+                Ok(())
+            }
+            Some(Stream::LocalControl { .. }) => {
                 self.discard(id);
                 Ok(())
             }
@@ -593,6 +645,7 @@ impl Connection {
             datagrams_dropped_unknown_session: self.dgram_dropped_unknown,
             datagrams_dropped_buffer_full: self.dgram_dropped_buffer,
             streams_rejected_buffered: self.streams_rejected,
+            requests_timed_out: self.requests_timed_out,
         }
     }
 

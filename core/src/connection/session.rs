@@ -88,6 +88,9 @@ impl Connection {
                 Ok(())
             });
             let clean_end = fin && rs.reader.is_idle() && rs.capsules.is_idle();
+            if rs.headers_done {
+                rs.headers_deadline = None;
+            }
             self.streams.insert(id, Stream::Request(rs));
             r?;
             // HEADERS frames come before the DATA that carries capsules in the same chunk; other buffered
@@ -656,6 +659,7 @@ impl Connection {
                 fin_queued: false,
                 fin_sent: false,
                 over: false,
+                headers_deadline: None,
             })),
         );
         if self.peer.is_some() {

@@ -129,24 +129,40 @@ impl Connection {
             return;
         }
         let mut expired = Vec::new();
+        let mut incomplete = Vec::new();
         let mut next: Option<Instant> = None;
         for (id, st) in &self.streams {
-            if let Stream::Data(DataStream {
-                buffered_until: Some(u),
-                ..
-            }) = st
-            {
-                if *u <= now {
-                    expired.push(*id);
-                } else {
-                    next = Some(next.map_or(*u, |n| n.min(*u)));
-                }
+            let (until, list) = match st {
+                Stream::Data(DataStream {
+                    buffered_until: Some(u),
+                    ..
+                }) => (*u, &mut expired),
+                Stream::Request(r) => match r.headers_deadline {
+                    Some(u) if !r.headers_done => (u, &mut incomplete),
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            if until <= now {
+                list.push(*id);
+            } else {
+                next = Some(next.map_or(until, |n| n.min(until)));
             }
         }
         for id in expired {
             log::debug!("stream {id}: its session never arrived; rejecting");
             self.streams_rejected += 1;
             self.reject_stream(id, code::WT_BUFFERED_STREAM_REJECTED);
+        }
+        for id in incomplete {
+            // A request whose HEADERS never completed (RFC 9114 section 4.1.2: H3_REQUEST_INCOMPLETE); no
+            // session exists for it yet.
+            log::debug!("stream {id}: request headers incomplete in time; aborting");
+            self.requests_timed_out += 1;
+            let c = code::H3_REQUEST_INCOMPLETE;
+            let _ = self.quic.stream_shutdown(id, quiche::Shutdown::Read, c);
+            let _ = self.quic.stream_shutdown(id, quiche::Shutdown::Write, c);
+            self.streams.remove(&id);
         }
         self.deadline = next;
     }
@@ -388,6 +404,9 @@ impl Connection {
             self.quic.peer_streams_left_uni()
         };
         if quic_left == 0 {
+            if !self.quic_streams_blocked.contains(&(session, bidi)) {
+                self.quic_streams_blocked.push((session, bidi));
+            }
             return Err(SessionError::StreamLimit);
         }
         if let Some(cr) = s.send_credit.as_mut() {

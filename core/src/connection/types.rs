@@ -78,6 +78,8 @@ pub(super) struct RequestStream {
     pub(super) fin_sent: bool,
     /// The session is over: further input is discarded.
     pub(super) over: bool,
+    /// A peer's request must complete its HEADERS frame by then (`Config::with_request_header_timeout`).
+    pub(super) headers_deadline: Option<Instant>,
 }
 
 #[derive(Debug)]

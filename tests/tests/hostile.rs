@@ -1,0 +1,936 @@
+//! Hostile and heavy peers: stream credit that runs out and comes back, streams of unknown types, and the
+//! endpoint's limits and answers under load. Raw quiche peers play the rule breakers; real UDP on loopback
+//! carries the driver tests.
+//!
+//! Every wait is bounded, so a bug fails a test instead of hanging it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tern::wire::varint_write;
+use tern::{Event, SessionId};
+use tern_tests::{
+    connect_request, control_stream, field, read_response, Pair, RawClient, LATEST_SETTINGS,
+};
+
+const T: Duration = Duration::from_secs(10);
+
+/// Awaits `$fut` for at most `$limit`, panicking with the expression on timeout.
+macro_rules! within {
+    ($limit:expr, $fut:expr) => {{
+        let limit: Duration = $limit;
+        match tokio::time::timeout(limit, $fut).await {
+            Ok(v) => v,
+            Err(_) => panic!("timed out after {:?}: {}", limit, stringify!($fut)),
+        }
+    }};
+}
+
+/// Pseudo-random bytes (xorshift64), different for every seed.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    if x == 0 {
+        x = 1;
+    }
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// A reserved (GREASE) value `0x1f * n + 0x21` (RFC 9114 section 6.2.3).
+fn grease(n: u64) -> u64 {
+    0x1f * n + 0x21
+}
+
+fn localhost0() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+// -------------------------------------------------------------------------------------------------
+// QUIC stream credit (issue 16, item 7)
+
+/// Payload of the server's `i`th stream: its index, then bytes that depend on it.
+fn stream_payload(i: u32) -> Vec<u8> {
+    let mut v = i.to_be_bytes().to_vec();
+    v.extend_from_slice(&noise(64 + (i as usize * 37) % 2000, u64::from(i)));
+    v
+}
+
+/// A server opens 1,000 unidirectional streams to a client whose QUIC stream credit is 4 (+3 for HTTP/3)
+/// and whose WebTransport stream credit is far larger: the server's opens block on QUIC credit alone, as
+/// with draft-02 peers (browsers), which have no WebTransport credit. Each must wake when the client's
+/// MAX_STREAMS frame returns credit, and every stream must arrive with its bytes intact.
+#[tokio::test]
+async fn server_opens_many_more_uni_streams_than_the_peers_quic_credit() {
+    const STREAMS: u32 = 1000;
+    let cert = tern_tests::test_cert();
+    let server_cfg = tern_tests::fast(
+        tern_tokio::Config::new().with_certificate_pem(cert.cert_pem, cert.key_pem),
+    );
+    let client_cfg = tern_tests::fast(
+        tern_tokio::Config::new()
+            .with_certificate_hashes(vec![cert.sha256])
+            .with_max_streams_uni(4)
+            .with_session_max_streams_uni(1 << 20),
+    );
+    let server = tern_tokio::Endpoint::server(localhost0(), server_cfg).unwrap();
+    let client = tern_tokio::Endpoint::bind(localhost0(), client_cfg).unwrap();
+    let url = format!("https://127.0.0.1:{}/many", server.local_addr().port());
+    let started = Instant::now();
+    let (srv, cli) = tokio::join!(
+        async {
+            within!(T, server.accept())
+                .expect("server endpoint closed")
+                .accept()
+                .expect("accept")
+        },
+        async { within!(T, client.connect(&url)).expect("connect") },
+    );
+    let sender = tokio::spawn(async move {
+        for i in 0..STREAMS {
+            let mut s = srv
+                .open_uni()
+                .await
+                .unwrap_or_else(|e| panic!("server open_uni #{i}: {e}"));
+            s.write_all(&stream_payload(i))
+                .await
+                .unwrap_or_else(|e| panic!("server write #{i}: {e}"));
+            s.finish()
+                .unwrap_or_else(|e| panic!("server finish #{i}: {e}"));
+        }
+        srv
+    });
+    let mut got: HashMap<u32, Vec<u8>> = HashMap::new();
+    while got.len() < STREAMS as usize {
+        let mut r = within!(T, cli.accept_uni())
+            .unwrap_or_else(|e| panic!("client accept_uni after {} streams: {e}", got.len()));
+        let data = within!(T, r.read_to_end(1 << 20)).expect("client read");
+        assert!(data.len() >= 4, "stream shorter than its index");
+        let i = u32::from_be_bytes(data[..4].try_into().unwrap());
+        assert!(i < STREAMS, "stream index {i}");
+        assert!(got.insert(i, data).is_none(), "stream {i} arrived twice");
+    }
+    let srv = within!(T, sender).expect("sender task");
+    for i in 0..STREAMS {
+        assert!(
+            got[&i] == stream_payload(i),
+            "stream {i}: bytes differ ({} received)",
+            got[&i].len()
+        );
+    }
+    eprintln!(
+        "{STREAMS} server-opened uni streams through a QUIC credit of 7 in {:?}",
+        started.elapsed()
+    );
+    drop(srv);
+}
+
+/// The same for bidirectional streams, both ways of waking: the client echoes each stream.
+#[tokio::test]
+async fn server_opens_many_more_bidi_streams_than_the_peers_quic_credit() {
+    const STREAMS: u32 = 300;
+    let cert = tern_tests::test_cert();
+    let server_cfg = tern_tests::fast(
+        tern_tokio::Config::new().with_certificate_pem(cert.cert_pem, cert.key_pem),
+    );
+    let client_cfg = tern_tests::fast(
+        tern_tokio::Config::new()
+            .with_certificate_hashes(vec![cert.sha256])
+            .with_max_streams_bidi(2)
+            .with_session_max_streams_bidi(1 << 20),
+    );
+    let server = tern_tokio::Endpoint::server(localhost0(), server_cfg).unwrap();
+    let client = tern_tokio::Endpoint::bind(localhost0(), client_cfg).unwrap();
+    let url = format!("https://127.0.0.1:{}/bidi", server.local_addr().port());
+    let (srv, cli) = tokio::join!(
+        async {
+            within!(T, server.accept())
+                .expect("server endpoint closed")
+                .accept()
+                .expect("accept")
+        },
+        async { within!(T, client.connect(&url)).expect("connect") },
+    );
+    let echo = tokio::spawn(async move {
+        while let Ok((mut send, mut recv)) = cli.accept_bi().await {
+            let data = recv.read_to_end(1 << 20).await.expect("client read");
+            send.write_all(&data).await.expect("client echo");
+            send.finish().expect("client finish");
+        }
+    });
+    for i in 0..STREAMS {
+        let (mut send, mut recv) =
+            within!(T, srv.open_bi()).unwrap_or_else(|e| panic!("server open_bi #{i}: {e}"));
+        let payload = stream_payload(i);
+        within!(T, send.write_all(&payload)).expect("server write");
+        send.finish().expect("server finish");
+        let back = within!(T, recv.read_to_end(1 << 20)).expect("server read echo");
+        assert!(back == payload, "echo of stream {i} differs");
+    }
+    srv.close(0, "done").unwrap();
+    within!(T, echo).unwrap();
+}
+
+// -------------------------------------------------------------------------------------------------
+// Unknown stream types (issue 16, item 7)
+
+/// Opens a newest-draft session on the raw client's bidirectional stream 0. Returns the server's id.
+fn raw_session(pair: &mut Pair, raw: &mut RawClient) -> SessionId {
+    raw.send(0, &connect_request("/", "webtransport-h3"), false);
+    let (fields, _) = read_response(raw, pair, 0, false);
+    assert_eq!(field(&fields, ":status"), Some("200"));
+    pair.server_events
+        .iter()
+        .find_map(|e| match e {
+            Event::SessionEstablished { session, .. } if session.stream_id() == 0 => Some(*session),
+            _ => None,
+        })
+        .expect("server established the session")
+}
+
+/// Writes all of `data` on a raw client uni stream, waiting for stream credit (and flow control) as the
+/// peer grants it; panics when none comes within `T`.
+fn send_uni_when_allowed(p: &mut Pair, raw: &mut RawClient, id: u64, data: &[u8], fin: bool) {
+    let start = Instant::now();
+    let mut off = 0;
+    loop {
+        match raw.conn.stream_send(id, &data[off..], fin) {
+            Ok(n) => {
+                off += n;
+                if off == data.len() {
+                    return;
+                }
+            }
+            Err(quiche::Error::StreamLimit) | Err(quiche::Error::Done) => {}
+            // Aborting the reading of an unknown stream type is the RFC's other answer (section 6.2).
+            Err(quiche::Error::StreamStopped(c)) => {
+                assert_eq!(c, tern::code::H3_STREAM_CREATION_ERROR, "stream {id}");
+                return;
+            }
+            Err(e) => panic!("stream {id}: {e}"),
+        }
+        assert!(
+            start.elapsed() < T,
+            "stream {id}: no credit from the server within {T:?} (streams left: {}, {off} of {} bytes sent)",
+            raw.conn.peer_streams_left_uni(),
+            data.len()
+        );
+        raw.pump(p);
+    }
+}
+
+/// 1,000 uni streams of unknown and reserved types, with payload (some finished at once, some later, some
+/// reset), and then a WebTransport uni stream: each unknown stream must give its slot back (RFC 9114
+/// section 6.2 says to discard or abort them, never to keep them), so the peer's credit returns and the
+/// WebTransport stream still arrives with its bytes.
+#[test]
+fn a_thousand_unknown_uni_streams_give_their_slots_back() {
+    let mut p = Pair::new();
+    let mut raw = RawClient::new(&p);
+    raw.pump_until(&mut p, T, |r, _| r.conn.is_established());
+    raw.send(2, &control_stream(LATEST_SETTINGS), false);
+    let ss = raw_session(&mut p, &mut raw);
+    let credit = raw.conn.peer_streams_left_uni();
+    assert!(credit > 0 && credit < 1000, "uni credit {credit}");
+
+    let mut next = 6u64;
+    let mut unfinished: Vec<u64> = Vec::new();
+    for i in 0..1000u64 {
+        let ty = match i % 4 {
+            0 => grease(i),
+            1 => 0x1234 + i,
+            2 => 0x3fff_ffff_0000 + i,
+            _ => 0x21 + 0x1f * (1 << 40) + 0x1f * i,
+        };
+        let mut bytes = Vec::new();
+        varint_write(ty, &mut bytes);
+        bytes.extend_from_slice(&noise(1 + (i as usize * 131) % 3000, i));
+        let id = next;
+        next += 4;
+        match i % 5 {
+            // The payload now, the FIN (with more bytes) after a round trip.
+            0 => {
+                send_uni_when_allowed(&mut p, &mut raw, id, &bytes, false);
+                unfinished.push(id);
+            }
+            // Reset after its bytes.
+            1 => {
+                send_uni_when_allowed(&mut p, &mut raw, id, &bytes, false);
+                // (Done when the server already stopped it and quiche reset it itself.)
+                let _ = raw.conn.stream_shutdown(id, quiche::Shutdown::Write, 0x10c);
+            }
+            _ => send_uni_when_allowed(&mut p, &mut raw, id, &bytes, true),
+        }
+        if unfinished.len() >= 16 {
+            raw.pump(&mut p);
+            for id in unfinished.drain(..) {
+                send_uni_when_allowed(&mut p, &mut raw, id, b"the rest", true);
+            }
+        }
+    }
+    for id in unfinished.drain(..) {
+        send_uni_when_allowed(&mut p, &mut raw, id, b"the rest", true);
+    }
+    raw.pump(&mut p);
+    assert_eq!(raw.close_code(), None, "the server closed the connection");
+
+    // Now a WebTransport uni stream on the session.
+    let payload = noise(5000, 77);
+    let mut wt = Vec::new();
+    varint_write(0x54, &mut wt);
+    varint_write(0, &mut wt);
+    wt.extend_from_slice(&payload);
+    let wt_id = next;
+    send_uni_when_allowed(&mut p, &mut raw, wt_id, &wt, true);
+    raw.pump_until(&mut p, T, |_, p| {
+        p.server_events
+            .iter()
+            .any(|e| matches!(e, Event::StreamOpened { stream, .. } if stream.quic_id() == wt_id))
+    });
+    let sid = p
+        .server_events
+        .iter()
+        .find_map(|e| match e {
+            Event::StreamOpened { stream, session } if stream.quic_id() == wt_id => {
+                assert_eq!(*session, ss, "the stream's session");
+                Some(*stream)
+            }
+            _ => None,
+        })
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    raw.pump_until(&mut p, T, |_, p| {
+        if let Some(mut s) = p.server.stream(sid) {
+            while let Ok(Some((n, fin))) = s.read(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+                if fin {
+                    return true;
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        false
+    });
+    assert!(got == payload, "WebTransport stream: {} bytes", got.len());
+    assert_eq!(raw.close_code(), None);
+}
+
+// -------------------------------------------------------------------------------------------------
+// Datagrams that cannot start a connection (issue 16, smaller items)
+
+/// A raw quiche client (certificate verification off: it tests the server) from `addr` with id `scid`.
+fn quiche_client(addr: SocketAddr, server: SocketAddr, scid: &[u8]) -> quiche::Connection {
+    let mut cfg = quiche::Config::new(quiche::PROTOCOL_VERSION).unwrap();
+    cfg.set_application_protos(&[b"h3"]).unwrap();
+    cfg.verify_peer(false);
+    cfg.set_max_idle_timeout(10_000);
+    cfg.set_initial_max_data(1 << 20);
+    cfg.set_initial_max_stream_data_bidi_local(1 << 16);
+    cfg.set_initial_max_stream_data_bidi_remote(1 << 16);
+    cfg.set_initial_max_stream_data_uni(1 << 16);
+    cfg.set_initial_max_streams_bidi(10);
+    cfg.set_initial_max_streams_uni(10);
+    quiche::connect(
+        Some("localhost"),
+        &quiche::ConnectionId::from_ref(scid),
+        addr,
+        server,
+        &mut cfg,
+    )
+    .unwrap()
+}
+
+fn server_endpoint(cfg: tern::Config) -> tern::Endpoint {
+    let cert = tern_tests::test_cert();
+    tern::Endpoint::new(tern_tests::fast(
+        cfg.with_certificate_pem(cert.cert_pem, cert.key_pem),
+    ))
+    .unwrap()
+}
+
+/// Every datagram the endpoint has to send now, with its destination.
+fn drain_transmits(ep: &mut tern::Endpoint) -> Vec<(SocketAddr, Vec<u8>)> {
+    let mut buf = vec![0u8; 65536];
+    let mut out = Vec::new();
+    while let Some(t) = ep.poll_transmit(Instant::now(), &mut buf) {
+        let seg = t.segment_size.unwrap_or(t.len).max(1);
+        for c in buf[..t.len].chunks(seg) {
+            out.push((t.destination, c.to_vec()));
+        }
+    }
+    out
+}
+
+fn packet_type(d: &[u8]) -> quiche::Type {
+    quiche::Header::from_slice(&mut d.to_vec(), 16).unwrap().ty
+}
+
+const SERVER: &str = "127.0.0.1:4433";
+
+/// RFC 9000 section 14.1: a server discards an Initial in a UDP datagram of fewer than 1,200 bytes. The
+/// same client's Initial padded to 1,200 bytes is accepted.
+#[test]
+fn initial_in_a_short_datagram_is_dropped_without_state() {
+    let server_addr: SocketAddr = SERVER.parse().unwrap();
+    let client_addr: SocketAddr = "127.0.0.1:40001".parse().unwrap();
+    let mut ep = server_endpoint(tern::Config::new());
+
+    let mut short = quiche_client(client_addr, server_addr, &[1; 16]);
+    let mut buf = vec![0u8; 524];
+    let (n, _) = short.send(&mut buf).expect("an Initial fits in 524 bytes");
+    assert!((200..=524).contains(&n), "{n}-byte Initial");
+    assert_eq!(packet_type(&buf[..n]), quiche::Type::Initial);
+    ep.handle(Instant::now(), client_addr, server_addr, &mut buf[..n]);
+    assert_eq!(ep.connection_count(), 0, "no state for a short Initial");
+    assert!(drain_transmits(&mut ep).is_empty(), "no answer");
+    let st = ep.stats();
+    assert_eq!((st.dropped_unroutable, st.accepted), (1, 0));
+
+    let mut full = quiche_client(client_addr, server_addr, &[2; 16]);
+    let mut buf = vec![0u8; 1500];
+    let (n, _) = full.send(&mut buf).unwrap();
+    assert_eq!(
+        n, 1200,
+        "quiche pads a client's first datagram to 1,200 bytes"
+    );
+    ep.handle(Instant::now(), client_addr, server_addr, &mut buf[..n]);
+    assert_eq!(ep.connection_count(), 1);
+    let answer = drain_transmits(&mut ep);
+    assert!(!answer.is_empty(), "the server's first flight");
+    assert_eq!(packet_type(&answer[0].1), quiche::Type::Initial);
+    assert_eq!(ep.stats().accepted, 1);
+    assert_eq!(ep.stats().handshaking, 1);
+}
+
+/// A long-header packet of an unknown version, `len` bytes: version 0x?a?a?a?a is reserved to force
+/// Version Negotiation (RFC 9000 section 15).
+fn unknown_version_packet(len: usize) -> Vec<u8> {
+    let mut p = vec![0xc0, 0x1a, 0x2a, 0x3a, 0x4a, 8];
+    p.extend_from_slice(&[7; 8]);
+    p.push(8);
+    p.extend_from_slice(&[9; 8]);
+    p.resize(len, 0);
+    p
+}
+
+/// RFC 9000 section 5.2.2: no Version Negotiation for a datagram too small to start a connection; one for a
+/// datagram of 1,200 bytes.
+#[test]
+fn version_negotiation_only_for_datagrams_that_could_start_a_connection() {
+    let server_addr: SocketAddr = SERVER.parse().unwrap();
+    let client_addr: SocketAddr = "127.0.0.1:40002".parse().unwrap();
+    let mut ep = server_endpoint(tern::Config::new());
+    for len in [40, 524, 1199] {
+        let mut p = unknown_version_packet(len);
+        ep.handle(Instant::now(), client_addr, server_addr, &mut p);
+        assert!(
+            drain_transmits(&mut ep).is_empty(),
+            "Version Negotiation for a {len}-byte datagram"
+        );
+    }
+    assert_eq!(ep.stats().version_negotiations_sent, 0);
+    assert_eq!(ep.stats().dropped_unroutable, 3);
+    let mut p = unknown_version_packet(1200);
+    ep.handle(Instant::now(), client_addr, server_addr, &mut p);
+    let out = drain_transmits(&mut ep);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, client_addr);
+    assert_eq!(packet_type(&out[0].1), quiche::Type::VersionNegotiation);
+    let hdr = quiche::Header::from_slice(&mut out[0].1.clone(), 16).unwrap();
+    assert_eq!(&hdr.dcid[..], &[9; 8], "addressed to the client's id");
+    assert!(hdr.versions.unwrap().contains(&quiche::PROTOCOL_VERSION));
+    assert_eq!(ep.stats().version_negotiations_sent, 1);
+    assert_eq!(ep.connection_count(), 0);
+}
+
+// -------------------------------------------------------------------------------------------------
+// A request that never completes its HEADERS (issue 16, smaller items)
+
+/// A request stream whose HEADERS frame stops half-way is aborted with H3_REQUEST_INCOMPLETE (STOP_SENDING
+/// and RESET_STREAM) once `request_header_timeout` passes; the connection stays open and a complete request
+/// after it becomes a session.
+#[test]
+fn half_sent_headers_are_aborted_with_request_incomplete() {
+    let (server, client) = tern_tests::configs();
+    let server = server.with_request_header_timeout(Duration::from_millis(200));
+    let mut p = Pair::with_configs(server, client);
+    let mut raw = RawClient::new(&p);
+    raw.pump_until(&mut p, T, |r, _| r.conn.is_established());
+    raw.send(2, &control_stream(LATEST_SETTINGS), false);
+    let req = connect_request("/slow", "webtransport-h3");
+    raw.send(0, &req[..req.len() / 2], false);
+    raw.pump(&mut p);
+    let sent = Instant::now();
+    // Nothing before the timeout.
+    raw.pump_until(&mut p, T, |_, _| {
+        sent.elapsed() >= Duration::from_millis(100)
+    });
+    assert!(!raw.conn.stream_readable(0) && raw.close_code().is_none());
+    raw.pump_until(&mut p, T, |_, p| {
+        let c = p.server.connections()[0];
+        p.server.connection(c).unwrap().stats().requests_timed_out == 1
+    });
+    // STOP_SENDING is probed first (a probe writes a byte, so only once the server aborted): once the
+    // reset is read, quiche may forget the stream.
+    let mut stopped = None;
+    raw.pump_until(&mut p, T, |r, _| {
+        if let Err(quiche::Error::StreamStopped(c)) = r.conn.stream_send(0, b"x", false) {
+            stopped = Some(c);
+        }
+        stopped.is_some()
+    });
+    assert!(
+        sent.elapsed() >= Duration::from_millis(150),
+        "aborted after {:?}",
+        sent.elapsed()
+    );
+    assert_eq!(
+        stopped,
+        Some(tern::code::H3_REQUEST_INCOMPLETE),
+        "STOP_SENDING"
+    );
+    let mut b = [0u8; 64];
+    let mut reset = None;
+    raw.pump_until(&mut p, T, |r, _| {
+        if let Err(quiche::Error::StreamReset(c)) = r.conn.stream_recv(0, &mut b) {
+            reset = Some(c);
+        }
+        reset.is_some()
+    });
+    assert_eq!(
+        reset,
+        Some(tern::code::H3_REQUEST_INCOMPLETE),
+        "RESET_STREAM"
+    );
+    assert!(!p
+        .server_events
+        .iter()
+        .any(|e| matches!(e, Event::SessionRequest { .. })));
+    let conn = p.server.connections()[0];
+    assert_eq!(
+        p.server
+            .connection(conn)
+            .unwrap()
+            .stats()
+            .requests_timed_out,
+        1
+    );
+    // The connection goes on: a complete request on the next stream is served.
+    raw.send(4, &req, false);
+    let (fields, _) = read_response(&mut raw, &mut p, 4, false);
+    assert_eq!(field(&fields, ":status"), Some("200"));
+    assert_eq!(raw.close_code(), None);
+}
+
+// -------------------------------------------------------------------------------------------------
+// Endpoint limits (issue 16, items 1 and 3)
+
+/// Warnings logged, with the thread that logged them (tests run in parallel; each reads its own).
+static LOGGED: std::sync::Mutex<Vec<(std::thread::ThreadId, String)>> =
+    std::sync::Mutex::new(Vec::new());
+
+struct CaptureLog;
+
+impl log::Log for CaptureLog {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::Level::Warn
+    }
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            LOGGED
+                .lock()
+                .unwrap()
+                .push((std::thread::current().id(), r.args().to_string()));
+        }
+    }
+    fn flush(&self) {}
+}
+
+/// Warnings this thread logged that contain `needle`.
+fn logged_here(needle: &str) -> Vec<String> {
+    let me = std::thread::current().id();
+    LOGGED
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, m)| *t == me && m.contains(needle))
+        .map(|(_, m)| m.clone())
+        .collect()
+}
+
+fn capture_warnings() {
+    if log::set_logger(&CaptureLog).is_ok() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+}
+
+/// A client's first datagram (its Initial, padded to 1,200 bytes).
+fn first_flight(conn: &mut quiche::Connection) -> Vec<u8> {
+    let mut buf = vec![0u8; 1500];
+    let (n, _) = conn.send(&mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+/// At `max_handshakes` connections in the handshake a new Initial is dropped before anything is allocated:
+/// no connection, no answer, counted, and logged once per interval however many arrive. Below the cap
+/// (here with the Retry threshold out of the way) Initials are accepted.
+#[test]
+fn handshake_cap_drops_initials_without_state_and_logs_once() {
+    capture_warnings();
+    let server_addr: SocketAddr = SERVER.parse().unwrap();
+    let mut ep = server_endpoint(
+        tern::Config::new()
+            .with_max_handshakes(3)
+            .with_retry_above_handshakes(100),
+    );
+    for i in 0..3u8 {
+        let addr: SocketAddr = format!("127.0.0.1:{}", 41000 + u16::from(i))
+            .parse()
+            .unwrap();
+        let mut c = quiche_client(addr, server_addr, &[10 + i; 16]);
+        ep.handle(Instant::now(), addr, server_addr, &mut first_flight(&mut c));
+        assert!(!drain_transmits(&mut ep).is_empty(), "client {i} answered");
+    }
+    assert_eq!(ep.stats().handshaking, 3);
+    for i in 0..200u16 {
+        let addr: SocketAddr = format!("127.0.0.1:{}", 42000 + i).parse().unwrap();
+        let mut id = [0x77; 16];
+        id[..2].copy_from_slice(&i.to_be_bytes());
+        let mut c = quiche_client(addr, server_addr, &id);
+        ep.handle(Instant::now(), addr, server_addr, &mut first_flight(&mut c));
+    }
+    assert!(drain_transmits(&mut ep).is_empty(), "no answer at the cap");
+    let st = ep.stats();
+    assert_eq!(st.connections, 3);
+    assert_eq!(st.handshaking, 3);
+    assert_eq!(st.accepted, 3);
+    assert_eq!(st.dropped_handshake_cap, 200);
+    let lines = logged_here("max_handshakes");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("3 connections in the handshake"),
+        "{}",
+        lines[0]
+    );
+}
+
+/// The core endpoint on a real UDP socket, driven on its own thread (sessions accepted as they come);
+/// its statistics are published after every pass.
+struct UdpServer {
+    addr: SocketAddr,
+    stats: std::sync::Arc<std::sync::Mutex<tern::EndpointStats>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl UdpServer {
+    fn start(cfg: tern::Config) -> (Self, [u8; 32]) {
+        let cert = tern_tests::test_cert();
+        let hash = cert.sha256;
+        let mut ep = tern::Endpoint::new(tern_tests::fast(
+            cfg.with_certificate_pem(cert.cert_pem, cert.key_pem),
+        ))
+        .unwrap();
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = sock.local_addr().unwrap();
+        let stats = std::sync::Arc::new(std::sync::Mutex::new(ep.stats()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (st, sp) = (stats.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            let mut out = vec![0u8; 65536];
+            while !sp.load(std::sync::atomic::Ordering::Relaxed) {
+                let wait = ep
+                    .poll_timeout()
+                    .map(|t| t.saturating_duration_since(Instant::now()))
+                    .unwrap_or(Duration::from_millis(5))
+                    .clamp(Duration::from_micros(100), Duration::from_millis(5));
+                sock.set_read_timeout(Some(wait)).unwrap();
+                if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    ep.handle(Instant::now(), from, addr, &mut buf[..n]);
+                }
+                ep.handle_timeout(Instant::now());
+                while let Some(t) = ep.poll_transmit(Instant::now(), &mut out) {
+                    let seg = t.segment_size.unwrap_or(t.len).max(1);
+                    for c in out[..t.len].chunks(seg) {
+                        let _ = sock.send_to(c, t.destination);
+                    }
+                }
+                while let Some(e) = ep.poll_event() {
+                    if let Event::SessionRequest { session, .. } = e {
+                        if let Some(mut s) = ep.session(session) {
+                            let _ = s.accept();
+                        }
+                    }
+                }
+                *st.lock().unwrap() = ep.stats();
+            }
+        });
+        (
+            Self {
+                addr,
+                stats,
+                stop,
+                thread: Some(thread),
+            },
+            hash,
+        )
+    }
+
+    fn stats(&self) -> tern::EndpointStats {
+        self.stats.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) until the published statistics satisfy `f`.
+    fn wait_stats(&self, what: &str, f: impl Fn(&tern::EndpointStats) -> bool) {
+        let start = Instant::now();
+        while !f(&self.stats()) {
+            assert!(
+                start.elapsed() < T,
+                "{what} not reached: {:?}",
+                self.stats()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+impl Drop for UdpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A raw quiche client on its own UDP socket.
+struct UdpClient {
+    sock: std::net::UdpSocket,
+    conn: quiche::Connection,
+    local: SocketAddr,
+    /// Types of the packets received (first packet of each datagram).
+    seen: Vec<quiche::Type>,
+}
+
+impl UdpClient {
+    fn new(bind: &str, server: SocketAddr, scid: &[u8]) -> Self {
+        let sock = std::net::UdpSocket::bind(bind).unwrap();
+        let local = sock.local_addr().unwrap();
+        let conn = quiche_client(local, server, scid);
+        Self {
+            sock,
+            conn,
+            local,
+            seen: Vec::new(),
+        }
+    }
+
+    fn flush(&mut self) {
+        let mut buf = vec![0u8; 1500];
+        while let Ok((n, info)) = self.conn.send(&mut buf) {
+            self.sock.send_to(&buf[..n], info.to).unwrap();
+        }
+    }
+
+    /// Receives (and processes) for `d`, sending whatever the connection wants to send in between, until
+    /// `done` holds.
+    fn run(&mut self, d: Duration, done: impl Fn(&Self) -> bool) {
+        let end = Instant::now() + d;
+        let mut buf = vec![0u8; 65536];
+        self.flush();
+        while Instant::now() < end && !done(self) {
+            self.sock
+                .set_read_timeout(Some(Duration::from_millis(5)))
+                .unwrap();
+            if let Ok((n, from)) = self.sock.recv_from(&mut buf) {
+                self.seen.push(packet_type(&buf[..n]));
+                let _ = self.conn.recv(
+                    &mut buf[..n],
+                    quiche::RecvInfo {
+                        from,
+                        to: self.local,
+                    },
+                );
+            }
+            if self
+                .conn
+                .timeout_instant()
+                .is_some_and(|t| t <= Instant::now())
+            {
+                self.conn.on_timeout();
+            }
+            self.flush();
+        }
+    }
+
+    /// Sends its first flight and nothing after (a half-open handshake); records the types of the first
+    /// packets of what comes back within `d` without processing them.
+    fn first_flight_only(&mut self, d: Duration) {
+        let mut buf = vec![0u8; 1500];
+        let (n, info) = self.conn.send(&mut buf).unwrap();
+        self.sock.send_to(&buf[..n], info.to).unwrap();
+        self.sock.set_read_timeout(Some(d)).unwrap();
+        let mut buf = vec![0u8; 65536];
+        if let Ok((n, _)) = self.sock.recv_from(&mut buf) {
+            self.seen.push(packet_type(&buf[..n]));
+        }
+    }
+}
+
+/// A legitimate client (the tokio driver) opens a session and echoes a datagram-free stream round trip:
+/// proof the server still serves.
+fn legitimate_client_connects(server: SocketAddr, hash: [u8; 32]) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let cfg = tern_tests::fast(tern_tokio::Config::new().with_certificate_hashes(vec![hash]));
+        let client = tern_tokio::Endpoint::bind(localhost0(), cfg).unwrap();
+        let url = format!("https://127.0.0.1:{}/legit", server.port());
+        let session = within!(T, client.connect(&url)).expect("legitimate client connects");
+        assert!(session.is_open());
+        session.close(0, "done").unwrap();
+    });
+}
+
+/// Above `retry_above_handshakes` connections in the handshake, new Initials are answered with a stateless
+/// Retry and nothing is allocated: 200 clients that never follow their Retry (as spoofed sources cannot)
+/// leave the server with the half-open connections it had, and a legitimate client, which follows its
+/// Retry, connects during the flood.
+#[test]
+fn handshake_flood_above_the_threshold_gets_retry_and_a_legitimate_client_connects() {
+    let (server, hash) = UdpServer::start(
+        tern::Config::new()
+            .with_retry_above_handshakes(4)
+            .with_max_handshakes(64),
+    );
+    let mut half_open = Vec::new();
+    for i in 0..4u8 {
+        let mut c = UdpClient::new("127.0.0.1:0", server.addr, &[0x30 + i; 16]);
+        c.first_flight_only(Duration::from_millis(500));
+        assert_eq!(
+            c.seen.first(),
+            Some(&quiche::Type::Initial),
+            "client {i} accepted"
+        );
+        half_open.push(c);
+    }
+    server.wait_stats("4 half-open connections", |s| s.handshaking == 4);
+    let flood = UdpClient::new("127.0.0.1:0", server.addr, &[0x40; 16]);
+    for i in 0..200u16 {
+        let mut id = [0x41; 16];
+        id[..2].copy_from_slice(&i.to_be_bytes());
+        let mut c = quiche_client(flood.local, server.addr, &id);
+        let d = first_flight(&mut c);
+        flood.sock.send_to(&d, server.addr).unwrap();
+    }
+    // Each flood Initial gets a Retry, and nothing else.
+    let mut buf = vec![0u8; 2048];
+    let mut retries = 0;
+    flood
+        .sock
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    while let Ok((n, _)) = flood.sock.recv_from(&mut buf) {
+        assert_eq!(packet_type(&buf[..n]), quiche::Type::Retry);
+        retries += 1;
+    }
+    assert_eq!(retries, 200, "a Retry for each flood Initial");
+    let st = server.stats();
+    assert_eq!(
+        (st.connections, st.handshaking, st.accepted, st.retries_sent),
+        (4, 4, 4, 200),
+        "{st:?}"
+    );
+
+    legitimate_client_connects(server.addr, hash);
+    let st = server.stats();
+    assert_eq!(st.accepted, 5, "{st:?}");
+    // (Its Initial may be retransmitted, and retried again, on a slow machine.)
+    assert!(
+        st.retries_sent > 200,
+        "the legitimate client was retried too"
+    );
+    assert_eq!(st.handshaking, 4, "{st:?}");
+}
+
+/// At `max_connections`, a client is validated with a Retry and then refused with CONNECTION_CLOSE
+/// CONNECTION_REFUSED, and nothing is kept; once a connection ends, a client connects again.
+#[test]
+fn connection_limit_refuses_with_connection_refused() {
+    let (server, hash) = UdpServer::start(tern::Config::new().with_max_connections(2));
+    let mut held = Vec::new();
+    for i in 0..2u8 {
+        let mut c = UdpClient::new("127.0.0.1:0", server.addr, &[0x50 + i; 16]);
+        c.run(T, |c| c.conn.is_established());
+        assert!(c.conn.is_established(), "client {i}");
+        held.push(c);
+    }
+    server.wait_stats("2 connections", |s| {
+        s.connections == 2 && s.handshaking == 0
+    });
+
+    let mut refused = UdpClient::new("127.0.0.1:0", server.addr, &[0x60; 16]);
+    refused.run(T, |c| c.conn.peer_error().is_some());
+    assert_eq!(
+        refused.seen.first(),
+        Some(&quiche::Type::Retry),
+        "validated first"
+    );
+    let e = refused.conn.peer_error().expect("the server closed");
+    assert_eq!(e.error_code, 0x02, "CONNECTION_REFUSED");
+    assert!(!e.is_app, "a transport close");
+    assert!(!refused.conn.is_established());
+    // (A client's Initial retransmitted on a slow machine is retried, or refused, again: at least once.)
+    let st = server.stats();
+    assert_eq!((st.connections, st.accepted), (2, 2), "{st:?}");
+    assert!(st.refused >= 1 && st.retries_sent >= 1, "{st:?}");
+
+    // One ends; a legitimate client now connects.
+    held[0].conn.close(false, 0, b"bye").unwrap();
+    held[0].run(Duration::from_millis(300), |c| c.conn.is_closed());
+    server.wait_stats("1 connection", |s| s.connections == 1);
+    let refused_before = server.stats().refused;
+    legitimate_client_connects(server.addr, hash);
+    let st = server.stats();
+    assert_eq!(st.refused, refused_before, "{st:?}");
+    assert_eq!(st.accepted, 3, "{st:?}");
+}
+
+/// `max_connections_per_address` refuses a further client from the same IP address and not one from
+/// another.
+#[test]
+fn per_address_limit_refuses_that_address_only() {
+    let (server, _) = UdpServer::start(tern::Config::new().with_max_connections_per_address(1));
+    let mut first = UdpClient::new("127.0.0.1:0", server.addr, &[0x70; 16]);
+    first.run(T, |c| c.conn.is_established());
+    assert!(first.conn.is_established());
+    let mut same = UdpClient::new("127.0.0.1:0", server.addr, &[0x71; 16]);
+    same.run(T, |c| c.conn.peer_error().is_some());
+    assert_eq!(same.conn.peer_error().map(|e| e.error_code), Some(0x02));
+    let mut other = UdpClient::new("127.0.0.2:0", server.addr, &[0x72; 16]);
+    other.run(T, |c| c.conn.is_established());
+    assert!(other.conn.is_established(), "another address is served");
+    assert_eq!(
+        other.seen.first(),
+        Some(&quiche::Type::Initial),
+        "without a Retry"
+    );
+    let st = server.stats();
+    assert_eq!((st.connections, st.accepted), (2, 2), "{st:?}");
+    assert!(st.refused >= 1, "{st:?}");
+}
