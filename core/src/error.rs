@@ -77,11 +77,14 @@ pub mod code {
 }
 
 /// Why a connection ended.
+///
+/// `Display` reads as a person would say it, with the code's name where it has one:
+/// `closed by the peer with code H3_NO_ERROR: bye`, `idle timeout`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectionError {
     /// This side closed the connection (its code and reason).
-    #[error("closed locally with code {code:#x}: {reason}")]
+    #[error("closed locally with code {}{}", code_name(*code), reason_suffix(reason))]
     LocallyClosed {
         /// The code sent in CONNECTION_CLOSE.
         code: u64,
@@ -89,7 +92,7 @@ pub enum ConnectionError {
         reason: String,
     },
     /// The peer closed the connection with an HTTP/3 (application) code.
-    #[error("closed by peer with code {code:#x}: {reason}")]
+    #[error("closed by the peer with code {}{}", code_name(*code), reason_suffix(reason))]
     ApplicationClosed {
         /// The code received.
         code: u64,
@@ -97,7 +100,7 @@ pub enum ConnectionError {
         reason: String,
     },
     /// The peer closed the connection with a QUIC transport error.
-    #[error("transport error {code:#x} from peer: {reason}")]
+    #[error("the peer closed the connection with transport error {}{}", transport_code_name(*code), reason_suffix(reason))]
     TransportError {
         /// The QUIC transport error code.
         code: u64,
@@ -105,7 +108,7 @@ pub enum ConnectionError {
         reason: String,
     },
     /// The TLS handshake failed; `alert` is the TLS alert when there was one.
-    #[error("TLS handshake failed: {reason}")]
+    #[error("TLS handshake failed{}: {reason}", alert.map(|a| format!(" (alert {a})")).unwrap_or_default())]
     TlsFailure {
         /// The TLS alert number, if the failure carried one.
         alert: Option<u8>,
@@ -113,16 +116,51 @@ pub enum ConnectionError {
         reason: String,
     },
     /// No packet from the peer within the idle timeout (or the handshake never completed).
-    #[error("timed out")]
+    #[error("idle timeout")]
     TimedOut,
     /// This side detected a protocol violation by the peer and closed with the code.
-    #[error("peer violated the protocol ({}): {reason}", code_name(*code))]
+    #[error("the peer violated the protocol ({}): {reason}", code_name(*code))]
     ProtocolViolation {
         /// The HTTP/3 code sent to the peer.
         code: u64,
         /// What the peer did.
         reason: String,
     },
+}
+
+/// `": reason"`, or nothing for an empty reason.
+pub(crate) fn reason_suffix(reason: &str) -> String {
+    if reason.is_empty() {
+        String::new()
+    } else {
+        format!(": {reason}")
+    }
+}
+
+/// A readable name for a QUIC transport error code (RFC 9000 section 20.1).
+fn transport_code_name(c: u64) -> String {
+    let n = match c {
+        0x0 => "NO_ERROR",
+        0x1 => "INTERNAL_ERROR",
+        0x2 => "CONNECTION_REFUSED",
+        0x3 => "FLOW_CONTROL_ERROR",
+        0x4 => "STREAM_LIMIT_ERROR",
+        0x5 => "STREAM_STATE_ERROR",
+        0x6 => "FINAL_SIZE_ERROR",
+        0x7 => "FRAME_ENCODING_ERROR",
+        0x8 => "TRANSPORT_PARAMETER_ERROR",
+        0x9 => "CONNECTION_ID_LIMIT_ERROR",
+        0xa => "PROTOCOL_VIOLATION",
+        0xb => "INVALID_TOKEN",
+        0xc => "APPLICATION_ERROR",
+        0xd => "CRYPTO_BUFFER_EXCEEDED",
+        0xe => "KEY_UPDATE_ERROR",
+        0xf => "AEAD_LIMIT_REACHED",
+        0x10 => "NO_VIABLE_PATH",
+        0x100..=0x1ff => return format!("CRYPTO_ERROR (TLS alert {})", c - 0x100),
+        _ => return format!("{c:#x}"),
+    };
+    n.to_string()
 }
 
 impl ConnectionError {
@@ -198,7 +236,7 @@ pub enum SessionError {
     #[error("invalid session state: {0}")]
     InvalidState(&'static str),
     /// The session has closed.
-    #[error("session closed")]
+    #[error("the session is closed")]
     Closed,
     /// The close reason is longer than 1024 bytes.
     #[error("close reason of {0} bytes exceeds 1024")]
@@ -250,8 +288,16 @@ pub enum DatagramError {
     #[error("datagram send queue full; datagram dropped")]
     QueueFull,
     /// The session is not established or has closed.
-    #[error("session not open")]
+    #[error("the session is not open")]
     SessionNotOpen,
+}
+
+/// `code 7`, or words for a reset or stop whose code is outside the WebTransport range.
+pub(crate) fn app_code_text(code: Option<u32>) -> String {
+    match code {
+        Some(c) => format!("code {c}"),
+        None => "no WebTransport code".to_string(),
+    }
 }
 
 /// Errors from stream commands.
@@ -259,13 +305,13 @@ pub enum DatagramError {
 #[non_exhaustive]
 pub enum StreamError {
     /// The peer reset the stream; the WebTransport code when it carries one.
-    #[error("stream reset by peer (code {0:?})")]
+    #[error("the peer reset the stream ({})", app_code_text(*.0))]
     Reset(Option<u32>),
     /// The peer asked us to stop sending; the WebTransport code when it carries one.
-    #[error("stream stopped by peer (code {0:?})")]
+    #[error("the peer stopped the stream ({})", app_code_text(*.0))]
     Stopped(Option<u32>),
     /// The stream's session has closed.
-    #[error("session gone")]
+    #[error("the stream's session is gone")]
     SessionGone,
     /// The stream is finished, reset or stopped in this direction, or the direction does not exist.
     #[error("invalid stream state: {0}")]
@@ -331,6 +377,87 @@ impl From<DatagramError> for std::io::Error {
 #[cfg(test)]
 mod tests {
     use super::code::*;
+
+    #[test]
+    fn errors_and_close_reasons_read_as_sentences() {
+        use crate::{ConnectionError, DatagramError, SessionCloseReason, StreamError};
+        let closed = |code, reason: &str, by_peer| SessionCloseReason::Closed {
+            code,
+            reason: reason.into(),
+            by_peer,
+        };
+        assert_eq!(
+            closed(42, "bye", true).to_string(),
+            "session closed by the peer with code 42: bye"
+        );
+        assert_eq!(
+            closed(0, "", false).to_string(),
+            "session closed locally with code 0"
+        );
+        assert_eq!(
+            SessionCloseReason::ConnectionClosed(ConnectionError::TimedOut).to_string(),
+            "connection closed: idle timeout"
+        );
+        assert_eq!(
+            SessionCloseReason::ConnectionClosed(ConnectionError::ApplicationClosed {
+                code: H3_NO_ERROR,
+                reason: "shutting down".into()
+            })
+            .to_string(),
+            "connection closed: closed by the peer with code H3_NO_ERROR: shutting down"
+        );
+        assert_eq!(
+            SessionCloseReason::ProtocolViolation {
+                code: H3_MESSAGE_ERROR,
+                reason: "bad capsule".into()
+            }
+            .to_string(),
+            "session ended: the peer violated the protocol (H3_MESSAGE_ERROR): bad capsule"
+        );
+        assert!(SessionCloseReason::StreamEnded
+            .to_string()
+            .contains("without a close code"));
+        assert_eq!(
+            ConnectionError::LocallyClosed {
+                code: 0x1234,
+                reason: String::new()
+            }
+            .to_string(),
+            "closed locally with code 0x1234"
+        );
+        assert_eq!(
+            ConnectionError::TransportError {
+                code: 0x3,
+                reason: "window".into()
+            }
+            .to_string(),
+            "the peer closed the connection with transport error FLOW_CONTROL_ERROR: window"
+        );
+        assert_eq!(
+            ConnectionError::TlsFailure {
+                alert: Some(42),
+                reason: "bad certificate".into()
+            }
+            .to_string(),
+            "TLS handshake failed (alert 42): bad certificate"
+        );
+        assert_eq!(
+            StreamError::Reset(Some(7)).to_string(),
+            "the peer reset the stream (code 7)"
+        );
+        assert_eq!(
+            StreamError::Stopped(None).to_string(),
+            "the peer stopped the stream (no WebTransport code)"
+        );
+        assert_eq!(
+            DatagramError::TooLarge {
+                size: 2000,
+                max: 1200
+            }
+            .to_string(),
+            "datagram of 2000 bytes exceeds the maximum of 1200"
+        );
+    }
 
     #[test]
     fn app_code_mapping_round_trips_and_skips_grease() {

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::error::ConnectionError;
+use crate::error::{code_name, reason_suffix, ConnectionError};
 use crate::settings::Dialect;
 
 /// A connection of an [`Endpoint`](crate::Endpoint). Never reused within one endpoint.
@@ -194,6 +194,40 @@ impl SessionCloseReason {
         match self {
             Self::Closed { reason, .. } => Some(reason),
             _ => None,
+        }
+    }
+}
+
+/// Reads as a person would say it: `session closed by the peer with code 42: bye`,
+/// `connection closed: idle timeout`.
+impl std::fmt::Display for SessionCloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Closed {
+                code,
+                reason,
+                by_peer,
+            } => {
+                let who = if *by_peer { "by the peer" } else { "locally" };
+                write!(
+                    f,
+                    "session closed {who} with code {code}{}",
+                    reason_suffix(reason)
+                )
+            }
+            Self::StreamEnded => f.write_str(
+                "session ended without a close code (its CONNECT stream was reset or cut short)",
+            ),
+            Self::ProtocolViolation { code, reason } => write!(
+                f,
+                "session ended: the peer violated the protocol ({}){}",
+                code_name(*code),
+                reason_suffix(reason)
+            ),
+            Self::ConnectionClosed(e) => write!(f, "connection closed: {e}"),
+            Self::NotSupported => {
+                f.write_str("the peer does not offer WebTransport sessions (or no more of them)")
+            }
         }
     }
 }
