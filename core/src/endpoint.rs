@@ -5,13 +5,13 @@ use std::collections::{HashMap, VecDeque};
 use crate::idmap::IdMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ring::rand::SecureRandom;
 
 use crate::config::Config;
-use crate::connection::{Connection, Dialects};
+use crate::connection::{self, Connection, Dialects};
 use crate::error::{ConfigError, DatagramError, SessionError, StreamError};
 use crate::event::{
     ConnectionHandle, ConnectionStats, Event, Headers, IncomingRequest, SessionId, SessionRequest,
@@ -54,6 +54,8 @@ pub struct Endpoint {
     rng: ring::rand::SystemRandom,
     retry_key: ring::hmac::Key,
     accepting: bool,
+    /// The session counters of connections that are gone.
+    ended_stats: SessionStats,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -103,6 +105,7 @@ impl Endpoint {
             rng,
             retry_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
             accepting: true,
+            ended_stats: SessionStats::default(),
         })
     }
 
@@ -119,6 +122,19 @@ impl Endpoint {
     /// Number of live connections.
     pub fn connection_count(&self) -> usize {
         self.conns.len()
+    }
+
+    /// The counters of every session this endpoint has had, live and ended, added up (streams, stream
+    /// bytes, datagrams). They only grow, so they suit monitoring counters.
+    pub fn session_totals(&self) -> SessionStats {
+        let mut total = self.ended_stats.clone();
+        for c in self.conns.values() {
+            connection::add_stats(&mut total, &c.ended_stats);
+            for s in c.live_session_stats() {
+                connection::add_stats(&mut total, s);
+            }
+        }
+        total
     }
 
     /// Handles of all live connections.
@@ -146,6 +162,7 @@ impl Endpoint {
         quic: quiche::Connection,
         server: bool,
         remote: SocketAddr,
+        now: Instant,
     ) -> ConnectionHandle {
         let h = ConnectionHandle(self.next_handle);
         self.next_handle += 1;
@@ -163,6 +180,7 @@ impl Endpoint {
             self.cfg.clone(),
             self.dialects,
             remote,
+            now,
         ));
         self.conns.insert(h, conn);
         h
@@ -196,7 +214,7 @@ impl Endpoint {
         let scid = quiche::ConnectionId::from_ref(&cid);
         let quic = quiche::connect(sni, &scid, local, remote, &mut self.client_quic)
             .map_err(|e| ConfigError::Connect(e.to_string()))?;
-        let h = self.add_conn(quic, false, remote);
+        let h = self.add_conn(quic, false, remote, now);
         self.cids.insert(cid.to_vec(), h);
         if let Some(c) = self.conns.get_mut(&h) {
             c.process(now, &mut self.events);
@@ -243,7 +261,7 @@ impl Endpoint {
     #[allow(clippy::too_many_arguments)]
     fn accept(
         &mut self,
-        _now: Instant,
+        now: Instant,
         from: SocketAddr,
         to: SocketAddr,
         dcid: &[u8],
@@ -309,7 +327,7 @@ impl Endpoint {
                 return None;
             }
         };
-        let h = self.add_conn(quic, true, from);
+        let h = self.add_conn(quic, true, from, now);
         self.cids.insert(cid, h);
         if dcid.len() >= 8 {
             self.cids.insert(dcid.to_vec(), h);
@@ -378,7 +396,9 @@ impl Endpoint {
     /// Drops a connection once quiche says it is closed and its events are out.
     fn reap(&mut self, h: ConnectionHandle) {
         if self.conns.get(&h).is_some_and(|c| c.closed_reported) {
-            self.conns.remove(&h);
+            if let Some(c) = self.conns.remove(&h) {
+                connection::add_stats(&mut self.ended_stats, &c.ended_stats);
+            }
             self.cids.retain(|_, v| *v != h);
         }
     }
@@ -546,7 +566,10 @@ impl ConnectionRef<'_> {
     pub fn remote_address(&self) -> SocketAddr {
         self.conn.remote()
     }
-    /// True once the QUIC handshake completed.
+    /// How long the QUIC handshake took (from the first packet to its completion), once it completed.
+    pub fn handshake_duration(&self) -> Option<Duration> {
+        self.conn.handshake
+    }
     /// True once a session has existed on this connection.
     pub fn had_session(&self) -> bool {
         self.conn.had_session

@@ -32,7 +32,7 @@ use smallvec::SmallVec;
 use crate::config::Config;
 use crate::error::{code, ConnectionError, H3Error};
 use crate::event::{
-    ConnectionHandle, ConnectionStats, Event, SessionCloseReason, SessionId, StreamId,
+    ConnectionHandle, ConnectionStats, Event, SessionCloseReason, SessionId, SessionStats, StreamId,
 };
 use crate::settings::{Dialect, PeerSettings};
 
@@ -105,6 +105,26 @@ pub(crate) struct Connection {
     pub(crate) had_session: bool,
     /// Its sessions are all over: close the connection at this instant (see `update_linger`).
     linger_until: Option<Instant>,
+    /// When the connection was created (the first packet sent or received).
+    started: Instant,
+    /// How long the QUIC handshake took, once it completed.
+    pub(crate) handshake: Option<Duration>,
+    /// The counters of this connection's sessions that have ended (live ones are in `sessions`).
+    pub(crate) ended_stats: SessionStats,
+}
+
+/// Adds `b`'s counters to `a`'s.
+pub(crate) fn add_stats(a: &mut SessionStats, b: &SessionStats) {
+    a.local_bidi_streams += b.local_bidi_streams;
+    a.local_uni_streams += b.local_uni_streams;
+    a.peer_bidi_streams += b.peer_bidi_streams;
+    a.peer_uni_streams += b.peer_uni_streams;
+    a.stream_bytes_sent += b.stream_bytes_sent;
+    a.stream_bytes_received += b.stream_bytes_received;
+    a.datagrams_sent += b.datagrams_sent;
+    a.datagrams_received += b.datagrams_received;
+    a.datagrams_dropped_send += b.datagrams_dropped_send;
+    a.datagrams_dropped_recv += b.datagrams_dropped_recv;
 }
 
 fn is_bidi(id: u64) -> bool {
@@ -123,6 +143,7 @@ impl Connection {
         cfg: Arc<Config>,
         dialects: Dialects,
         remote: SocketAddr,
+        now: Instant,
     ) -> Self {
         let (lb, lu, pb, pu) = if server { (1, 3, 0, 2) } else { (0, 2, 1, 3) };
         Self {
@@ -161,6 +182,9 @@ impl Connection {
             deadline: None,
             had_session: false,
             linger_until: None,
+            started: now,
+            handshake: None,
+            ended_stats: SessionStats::default(),
         }
     }
 
@@ -213,6 +237,7 @@ impl Connection {
         }
         if self.alive() && self.quic.is_established() && !self.connected_reported {
             self.connected_reported = true;
+            self.handshake = Some(now.saturating_duration_since(self.started));
             ev.push_back(Event::Connected { conn: self.handle });
         }
         // STOP_SENDING first: reading a stream to its end (or its reset) can let quiche collect a stream
@@ -307,7 +332,9 @@ impl Connection {
             let err = self.connection_error();
             let ids: Vec<u64> = self.sessions.keys().copied().collect();
             for id in ids {
-                self.sessions.remove(&id);
+                if let Some(s) = self.sessions.remove(&id) {
+                    add_stats(&mut self.ended_stats, &s.stats);
+                }
                 ev.push_back(Event::SessionClosed {
                     session: self.sid(id),
                     reason: SessionCloseReason::ConnectionClosed(err.clone()),
