@@ -9,8 +9,9 @@ use tern_async::{Config, Endpoint};
 use crate::rt::race;
 use crate::server::{ServeReport, ServerApp};
 
-/// How long the endpoint may take to close its connections after `serve` returned.
-const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// How long the connections may take to close by themselves after `serve` returned, and then again after
+/// the endpoint closed them.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 impl ServerApp {
     /// Binds a tern-tokio server endpoint at `addr` and serves until Ctrl-C (SIGINT) or SIGTERM, then
@@ -44,7 +45,7 @@ impl ServerApp {
         self.run_until(endpoint, signal).await
     }
 
-    /// [`run_tokio`](Self::run_tokio) for async-std (feature `async-std`): binds a tern-async-std
+    /// `run_tokio` for async-std (feature `async-std`): binds a tern-async-std
     /// endpoint and serves until Ctrl-C or SIGTERM (caught with `async-signal`), then shuts down the same
     /// way.
     #[cfg(feature = "async-std")]
@@ -59,7 +60,7 @@ impl ServerApp {
     }
 
     /// Serves `endpoint` until `stop` completes (for example a signal), then shuts down gracefully as
-    /// [`run_tokio`](Self::run_tokio) does and closes the endpoint's connections.
+    /// `run_tokio` does and closes the endpoint's connections.
     pub async fn run_until(
         self,
         endpoint: Endpoint,
@@ -90,14 +91,23 @@ impl ServerApp {
             }
         });
         let report = self.serve(endpoint.clone()).await;
-        endpoint.close(tern_async::code::H3_NO_ERROR, "server stopped");
+        // Every session is over. Their connections close by themselves once the session closes have
+        // reached the peers; closing them now would discard those closes (a CONNECTION_CLOSE replaces
+        // whatever was still queued). Connections that never carried a session are closed after a moment.
         let runtime = endpoint.runtime();
         if crate::rt::timeout(&runtime, CLOSE_WAIT, endpoint.wait_idle())
             .await
             .is_none()
         {
-            log::debug!("connections still closing after {CLOSE_WAIT:?}");
+            endpoint.close(tern_async::code::H3_NO_ERROR, "server stopped");
+            if crate::rt::timeout(&runtime, CLOSE_WAIT, endpoint.wait_idle())
+                .await
+                .is_none()
+            {
+                log::debug!("connections still closing after {:?}", CLOSE_WAIT * 2);
+            }
         }
+        endpoint.close(tern_async::code::H3_NO_ERROR, "server stopped");
         log::info!(
             "stopped: {} sessions served, {} rejected, {} closed at the deadline",
             report.accepted,

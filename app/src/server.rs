@@ -26,7 +26,7 @@ pub const SHUTDOWN_CODE: u32 = 0;
 /// The code a session is closed with when its handler panics; the reason is `"internal server error"`.
 pub const PANIC_CODE: u32 = 500;
 
-/// How long [`ServerApp::run_tokio`] and [`ServerApp::run_async_std`] let sessions drain after Ctrl-C or
+/// How long `ServerApp::run_tokio` and `ServerApp::run_async_std` let sessions drain after Ctrl-C or
 /// SIGTERM before closing them (override with [`ServerApp::shutdown_grace`]).
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
