@@ -3,14 +3,24 @@
 //!
 //! # Server
 //!
-//! - [`ServerApp`]: routes (`/chat`, `/rooms/{id}`; anything else gets 404 before any handler runs) with
-//!   async handlers `Fn(Session, Request) -> impl Future<Output = ()>`.
+//! - [`ServerApp`]: routes (`/chat`, `/rooms/{id}`; anything else gets 404 before any handler runs, or
+//!   goes to a [`fallback`](ServerApp::fallback) handler) with async handlers
+//!   `Fn(Session, Request) -> impl Future<Output = ()>`. Each request (middleware, then handler) runs as
+//!   a task of its own on the endpoint's runtime, so sessions use every core; a handler that panics
+//!   closes only its session (with [`PANIC_CODE`]), is logged and counted, and the server goes on.
 //! - [`Middleware`]: an ordered chain that may reject a request with a status and headers
 //!   ([`Rejection`]). Built in: [`OriginAllowList`] (403), [`BearerAuth`] / [`HeaderAuth`] (401 with
 //!   `www-authenticate: Bearer` when missing, 403 when wrong), [`RateLimit`] (429 with `retry-after`),
 //!   [`SessionLimit`] (429 per IP, 503 global), [`RequestLog`].
 //! - Lifecycle: `on_startup` / `on_shutdown` hooks, [`ServerApp::serve`], graceful shutdown through a
-//!   [`ShutdownHandle`] (DRAIN + GOAWAY, a deadline, then close with [`SHUTDOWN_CODE`]).
+//!   [`ShutdownHandle`] (DRAIN + GOAWAY, a deadline, then close with [`SHUTDOWN_CODE`]). One call to
+//!   bind, serve and stop gracefully on Ctrl-C / SIGTERM: `ServerApp::run_tokio` (feature `tokio`),
+//!   `ServerApp::run_async_std` (feature `async-std`), [`ServerApp::run_until`] (any driver).
+//! - Observability: [`Metrics`] ([`ServerApp::metrics`]) in the Prometheus text format, served over
+//!   HTTP with [`Metrics::serve_http`] or [`ServerApp::metrics_addr`] (connections, sessions by route and
+//!   close reason, streams, datagrams, bytes, handshake and session-setup latency, rejections by status,
+//!   handler panics); [`ServerState`] and [`ClientState`] snapshots (serde-serializable); the endpoint's
+//!   and sessions' events through [`tern_async::Endpoint::events`] and [`tern_async::Session::events`].
 //! - [`Registry`]: sessions in named groups, datagram and stream broadcast with a [`BroadcastReport`].
 //!
 //! ```no_run
@@ -106,21 +116,27 @@
 
 mod cert;
 mod client;
+mod metrics;
 mod middleware;
 mod registry;
 mod request;
 pub mod rt;
+mod run;
 mod server;
 mod tools;
 mod util;
 
+pub use metrics::{Metrics, MetricsServer, ServerState};
 pub use middleware::{
     BearerAuth, HeaderAuth, Middleware, OriginAllowList, RateLimit, Rejection, RequestLog,
     SessionLimit,
 };
 pub use registry::{BroadcastReport, Registry};
 pub use request::{PatternError, Request};
-pub use server::{ServeReport, ServerApp, ShutdownHandle, SHUTDOWN_CODE};
+pub use server::{
+    ServeReport, ServerApp, ShutdownHandle, DEFAULT_SHUTDOWN_GRACE, FALLBACK_ROUTE, PANIC_CODE,
+    SHUTDOWN_CODE,
+};
 
 pub use cert::{
     generate_self_signed_cert, generate_self_signed_cert_with, sha256, CertError, SelfSignedCert,
@@ -128,7 +144,7 @@ pub use cert::{
 };
 pub use client::{
     Alert, AlertKind, Backoff, Browser, Client, ClientConfig, ClientError, ClientMonitor,
-    ClientPool, ClientStats, Diagnosis, Finding, MonitorConfig, PoolConfig, PoolStats,
+    ClientPool, ClientState, ClientStats, Diagnosis, Finding, MonitorConfig, PoolConfig, PoolStats,
     PooledSession, ReconnectConfig, ReconnectEvent, ReconnectingClient, RetryPolicy, Sample,
     SessionPool, Severity, Verification,
 };

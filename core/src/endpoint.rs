@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::connection::{Connection, Dialects};
+use crate::connection::{self, Connection, Dialects};
 use crate::error::{ConfigError, DatagramError, SessionError, StreamError};
 use crate::event::{
     ConnectionHandle, ConnectionStats, EndpointStats, Event, Headers, IncomingRequest, SessionId,
@@ -136,6 +136,8 @@ pub struct Endpoint {
     limit_log: LimitLog,
     /// Origin of the time in Retry tokens (the first instant the endpoint saw).
     epoch: Option<Instant>,
+    /// The session counters of connections that are gone.
+    ended_stats: SessionStats,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -190,6 +192,7 @@ impl Endpoint {
             per_address: HashMap::new(),
             limit_log: LimitLog::default(),
             epoch: None,
+            ended_stats: SessionStats::default(),
         })
     }
 
@@ -217,6 +220,19 @@ impl Endpoint {
         }
     }
 
+    /// The counters of every session this endpoint has had, live and ended, added up (streams, stream
+    /// bytes, datagrams). They only grow, so they suit monitoring counters.
+    pub fn session_totals(&self) -> SessionStats {
+        let mut total = self.ended_stats.clone();
+        for c in self.conns.values() {
+            connection::add_stats(&mut total, &c.ended_stats);
+            for s in c.live_session_stats() {
+                connection::add_stats(&mut total, s);
+            }
+        }
+        total
+    }
+
     /// Handles of all live connections.
     pub fn connections(&self) -> Vec<ConnectionHandle> {
         let mut v: Vec<_> = self.conns.keys().copied().collect();
@@ -242,6 +258,7 @@ impl Endpoint {
         quic: quiche::Connection,
         server: bool,
         remote: SocketAddr,
+        now: Instant,
     ) -> ConnectionHandle {
         let h = ConnectionHandle(self.next_handle);
         self.next_handle += 1;
@@ -259,6 +276,7 @@ impl Endpoint {
             self.cfg.clone(),
             self.dialects,
             remote,
+            now,
         ));
         self.conns.insert(h, conn);
         h
@@ -292,7 +310,7 @@ impl Endpoint {
         let scid = quiche::ConnectionId::from_ref(&cid);
         let quic = quiche::connect(sni, &scid, local, remote, &mut self.client_quic)
             .map_err(|e| ConfigError::Connect(e.to_string()))?;
-        let h = self.add_conn(quic, false, remote);
+        let h = self.add_conn(quic, false, remote, now);
         self.cids.insert(cid.to_vec(), h);
         if let Some(c) = self.conns.get_mut(&h) {
             c.process(now, &mut self.events);
@@ -439,7 +457,7 @@ impl Endpoint {
             self.refuse(now, &mut quic, from, to, buf, at_total);
             return None;
         }
-        let h = self.add_conn(quic, true, from);
+        let h = self.add_conn(quic, true, from, now);
         if let Some(c) = self.conns.get_mut(&h) {
             c.handshaking = true;
         }
@@ -607,6 +625,7 @@ impl Endpoint {
         let Some(c) = self.conns.remove(&h) else {
             return;
         };
+        connection::add_stats(&mut self.ended_stats, &c.ended_stats);
         if c.handshaking {
             self.handshaking -= 1;
         }
@@ -785,7 +804,10 @@ impl ConnectionRef<'_> {
     pub fn remote_address(&self) -> SocketAddr {
         self.conn.remote()
     }
-    /// True once the QUIC handshake completed.
+    /// How long the QUIC handshake took (from the first packet to its completion), once it completed.
+    pub fn handshake_duration(&self) -> Option<Duration> {
+        self.conn.handshake
+    }
     /// True once a session has existed on this connection.
     pub fn had_session(&self) -> bool {
         self.conn.had_session

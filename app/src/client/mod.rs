@@ -175,6 +175,28 @@ pub struct Client {
     pub(crate) inner: Arc<ClientInner>,
 }
 
+/// A snapshot of a [`Client`] ([`Client::debug_state`]); serializable.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct ClientState {
+    /// The client's endpoint.
+    pub endpoint: tern_async::EndpointState,
+    /// Connect and read statistics.
+    pub stats: ClientStats,
+    /// Limit of one connect attempt.
+    pub connect_timeout: Duration,
+    /// Limit of each wait in the read helpers.
+    pub read_timeout: Option<Duration>,
+    /// QUIC idle timeout.
+    pub idle_timeout: Duration,
+    /// Connect attempts per `connect` call.
+    pub max_attempts: u32,
+    /// Default header fields sent with every request.
+    pub default_headers: usize,
+    /// The `origin` sent with every request.
+    pub origin: Option<String>,
+}
+
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
@@ -243,6 +265,22 @@ impl Client {
     /// A snapshot of the statistics.
     pub fn stats(&self) -> ClientStats {
         lock(&self.inner.stats).clone()
+    }
+
+    /// A snapshot for debugging (serializable): the endpoint's state, the statistics and the main
+    /// settings.
+    pub fn debug_state(&self) -> ClientState {
+        let c = &self.inner.config;
+        ClientState {
+            endpoint: self.inner.endpoint.debug_state(),
+            stats: self.stats(),
+            connect_timeout: c.connect_timeout,
+            read_timeout: c.read_timeout,
+            idle_timeout: c.idle_timeout,
+            max_attempts: c.retry.max_attempts,
+            default_headers: c.headers.len(),
+            origin: c.origin.clone(),
+        }
     }
 
     /// Starts the statistics over.

@@ -23,7 +23,7 @@ use tern_async::ConnectError;
 /// let text = stats.diagnose().to_string();
 /// assert!(text.contains("12% of connects time out (3 of 25)"), "{text}");
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ClientStats {
     /// Connect attempts started (each retry counts).
     pub attempted: u64,

@@ -32,7 +32,7 @@ use smallvec::SmallVec;
 use crate::config::Config;
 use crate::error::{code, ConnectionError, H3Error};
 use crate::event::{
-    ConnectionHandle, ConnectionStats, Event, SessionCloseReason, SessionId, StreamId,
+    ConnectionHandle, ConnectionStats, Event, SessionCloseReason, SessionId, SessionStats, StreamId,
 };
 use crate::settings::{Dialect, PeerSettings};
 
@@ -112,6 +112,26 @@ pub(crate) struct Connection {
     /// Sessions refused a stream for want of the peer's QUIC stream credit, with the kind (true:
     /// bidirectional): told `StreamsAvailable` once the peer's MAX_STREAMS frame raises the limit.
     quic_streams_blocked: SmallVec<[(u64, bool); 2]>,
+    /// When the connection was created (the first packet sent or received).
+    started: Instant,
+    /// How long the QUIC handshake took, once it completed.
+    pub(crate) handshake: Option<Duration>,
+    /// The counters of this connection's sessions that have ended (live ones are in `sessions`).
+    pub(crate) ended_stats: SessionStats,
+}
+
+/// Adds `b`'s counters to `a`'s.
+pub(crate) fn add_stats(a: &mut SessionStats, b: &SessionStats) {
+    a.local_bidi_streams += b.local_bidi_streams;
+    a.local_uni_streams += b.local_uni_streams;
+    a.peer_bidi_streams += b.peer_bidi_streams;
+    a.peer_uni_streams += b.peer_uni_streams;
+    a.stream_bytes_sent += b.stream_bytes_sent;
+    a.stream_bytes_received += b.stream_bytes_received;
+    a.datagrams_sent += b.datagrams_sent;
+    a.datagrams_received += b.datagrams_received;
+    a.datagrams_dropped_send += b.datagrams_dropped_send;
+    a.datagrams_dropped_recv += b.datagrams_dropped_recv;
 }
 
 fn is_bidi(id: u64) -> bool {
@@ -130,6 +150,7 @@ impl Connection {
         cfg: Arc<Config>,
         dialects: Dialects,
         remote: SocketAddr,
+        now: Instant,
     ) -> Self {
         let (lb, lu, pb, pu) = if server { (1, 3, 0, 2) } else { (0, 2, 1, 3) };
         Self {
@@ -171,6 +192,9 @@ impl Connection {
             had_session: false,
             linger_until: None,
             quic_streams_blocked: SmallVec::new(),
+            started: now,
+            handshake: None,
+            ended_stats: SessionStats::default(),
         }
     }
 
@@ -223,6 +247,7 @@ impl Connection {
         }
         if self.alive() && self.quic.is_established() && !self.connected_reported {
             self.connected_reported = true;
+            self.handshake = Some(now.saturating_duration_since(self.started));
             ev.push_back(Event::Connected { conn: self.handle });
         }
         // STOP_SENDING first: reading a stream to its end (or its reset) can let quiche collect a stream
@@ -353,7 +378,9 @@ impl Connection {
             let err = self.connection_error();
             let ids: Vec<u64> = self.sessions.keys().copied().collect();
             for id in ids {
-                self.sessions.remove(&id);
+                if let Some(s) = self.sessions.remove(&id) {
+                    add_stats(&mut self.ended_stats, &s.stats);
+                }
                 ev.push_back(Event::SessionClosed {
                     session: self.sid(id),
                     reason: SessionCloseReason::ConnectionClosed(err.clone()),

@@ -467,9 +467,10 @@ impl Connection {
         fin: bool,
         ev: &mut VecDeque<Event>,
     ) {
-        if self.sessions.remove(&id).is_none() {
+        let Some(s) = self.sessions.remove(&id) else {
             return;
-        }
+        };
+        super::add_stats(&mut self.ended_stats, &s.stats);
         let streams: Vec<u64> = self
             .streams
             .iter()
@@ -853,6 +854,11 @@ impl Connection {
             Some(_) => Err(SessionError::InvalidState("session not established")),
             None => Err(SessionError::Closed),
         }
+    }
+
+    /// The counters of the live sessions.
+    pub(crate) fn live_session_stats(&self) -> impl Iterator<Item = &SessionStats> {
+        self.sessions.values().map(|s| &s.stats)
     }
 
     pub(crate) fn session_stats(&self, id: u64) -> Option<SessionStats> {

@@ -177,6 +177,11 @@ impl Endpoint {
         self.shared().lock().local
     }
 
+    /// The runtime the endpoint runs on (to spawn tasks and timers next to it).
+    pub fn runtime(&self) -> Arc<dyn Runtime> {
+        self.shared().runtime.clone()
+    }
+
     /// True when this endpoint has a certificate and accepts sessions.
     pub fn is_server(&self) -> bool {
         self.shared().lock().core.is_server()
@@ -244,16 +249,17 @@ impl Endpoint {
             Poll::Pending
         })
         .await?;
-        let request = self
+        let (request, received) = self
             .shared()
             .lock()
             .sessions
             .get(&id)
-            .and_then(|s| s.request.clone())?;
+            .and_then(|s| Some((s.request.clone()?, s.created)))?;
         Some(IncomingSession {
             endpoint: self.clone(),
             id,
             request,
+            received,
             answered: false,
         })
     }
@@ -408,6 +414,7 @@ pub struct IncomingSession {
     endpoint: Endpoint,
     id: SessionId,
     request: IncomingRequest,
+    received: Instant,
     answered: bool,
 }
 
@@ -447,6 +454,10 @@ impl IncomingSession {
     /// The whole request.
     pub fn request(&self) -> &IncomingRequest {
         &self.request
+    }
+    /// When the request arrived (it may have waited for `accept` since).
+    pub fn received_at(&self) -> Instant {
+        self.received
     }
 
     /// Accepts with a 200 and no extra headers.

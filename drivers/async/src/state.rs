@@ -5,12 +5,14 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
+use std::time::Instant;
 
 use tern::{
     ConnectionError, Event, Headers, IncomingRequest, SessionCloseReason, SessionId,
     SessionRequest, StreamId,
 };
 
+use crate::events::{EndpointEvent, EndpointState, EVENT_CAPACITY};
 use crate::runtime::Runtime;
 
 /// Session requests waiting for `accept`; beyond this they are answered 503.
@@ -74,6 +76,10 @@ pub(crate) struct SessionState {
     /// Senders waiting for room in the datagram send queue.
     pub(crate) dgram_room_w: Wakers,
     pub(crate) open_w: Wakers,
+    /// When the state was created (for a server: when the request arrived).
+    pub(crate) created: Instant,
+    /// Datagram drops (send, receive) already reported to event subscribers.
+    pub(crate) drops_reported: (u64, u64),
 }
 
 impl SessionState {
@@ -92,6 +98,8 @@ impl SessionState {
             dgram_w: Wakers::default(),
             dgram_room_w: Wakers::default(),
             open_w: Wakers::default(),
+            created: Instant::now(),
+            drops_reported: (0, 0),
         }
     }
 
@@ -170,6 +178,27 @@ pub(crate) struct State {
     pub(crate) driver_done: bool,
     /// Some session has a datagram sender waiting for queue room (woken after packets are built).
     pub(crate) dgram_room_waiting: bool,
+    /// Event subscribers' channel (made at the first subscription; the inactive receiver keeps it open).
+    pub(crate) events: Option<(
+        async_broadcast::Sender<EndpointEvent>,
+        async_broadcast::InactiveReceiver<EndpointEvent>,
+    )>,
+    pub(crate) counts: Counts,
+    /// When `report_drops` next looks at every session.
+    next_drop_scan: Instant,
+}
+
+/// How often, at most, every session is checked for dropped datagrams while events have subscribers.
+const DROP_SCAN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Monotonic counters for [`EndpointState`].
+#[derive(Debug, Default)]
+pub(crate) struct Counts {
+    pub(crate) connections_opened: u64,
+    pub(crate) connections_closed: u64,
+    pub(crate) sessions_opened: u64,
+    pub(crate) sessions_closed: u64,
+    pub(crate) requests_refused: u64,
 }
 
 impl State {
@@ -187,6 +216,99 @@ impl State {
             accepting: true,
             driver_done: false,
             dgram_room_waiting: false,
+            events: None,
+            counts: Counts::default(),
+            next_drop_scan: Instant::now(),
+        }
+    }
+
+    /// A new receiver of the endpoint's events.
+    pub(crate) fn subscribe(&mut self) -> async_broadcast::Receiver<EndpointEvent> {
+        let (_, keep) = self.events.get_or_insert_with(|| {
+            let (mut tx, rx) = async_broadcast::broadcast(EVENT_CAPACITY);
+            // A slow subscriber loses its oldest events; the endpoint never waits for it.
+            tx.set_overflow(true);
+            (tx, rx.deactivate())
+        });
+        keep.activate_cloned()
+    }
+
+    fn has_subscribers(&self) -> bool {
+        self.events
+            .as_ref()
+            .is_some_and(|(tx, _)| tx.receiver_count() > 0)
+    }
+
+    fn emit(&self, ev: EndpointEvent) {
+        if let Some((tx, _)) = &self.events {
+            if tx.receiver_count() > 0 {
+                // With overflow on, only a closed channel fails, and it is never closed while held here.
+                let _ = tx.try_broadcast(ev);
+            }
+        }
+    }
+
+    /// Reports datagram drops counted by the core since the last report, only while someone listens: at
+    /// once for sessions that just received datagrams, and for every session at most every
+    /// [`DROP_SCAN_INTERVAL`] (sending-side drops raise no core event).
+    fn report_drops(&mut self, received: &[SessionId]) {
+        if !self.has_subscribers() {
+            return;
+        }
+        let now = Instant::now();
+        let ids: Vec<SessionId> = if now >= self.next_drop_scan {
+            self.next_drop_scan = now + DROP_SCAN_INTERVAL;
+            self.sessions
+                .iter()
+                .filter(|(_, s)| matches!(s.phase, Phase::Established))
+                .map(|(id, _)| *id)
+                .collect()
+        } else {
+            received.to_vec()
+        };
+        for id in ids {
+            let Some(stats) = self.core.session(id).map(|r| r.stats()) else {
+                continue;
+            };
+            let Some(s) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            let (send, recv) = s.drops_reported;
+            if stats.datagrams_dropped_send > send || stats.datagrams_dropped_recv > recv {
+                s.drops_reported = (stats.datagrams_dropped_send, stats.datagrams_dropped_recv);
+                self.emit(EndpointEvent::DatagramsDropped {
+                    session: id,
+                    send: stats.datagrams_dropped_send - send,
+                    recv: stats.datagrams_dropped_recv - recv,
+                });
+            }
+        }
+    }
+
+    pub(crate) fn debug_state(&self) -> EndpointState {
+        EndpointState {
+            local_addr: self.local,
+            server: self.core.is_server(),
+            accepting: self.accepting && !self.closed,
+            closed: self.closed,
+            connections: self.core.connection_count(),
+            connections_opened: self.counts.connections_opened,
+            connections_closed: self.counts.connections_closed,
+            sessions: self
+                .sessions
+                .values()
+                .filter(|s| matches!(s.phase, Phase::Established))
+                .count(),
+            pending_requests: self.incoming.len(),
+            sessions_opened: self.counts.sessions_opened,
+            sessions_closed: self.counts.sessions_closed,
+            requests_refused: self.counts.requests_refused,
+            streams: self.streams.len(),
+            event_subscribers: self
+                .events
+                .as_ref()
+                .map_or(0, |(tx, _)| tx.receiver_count()),
+            totals: self.core.session_totals().into(),
         }
     }
 
@@ -280,10 +402,32 @@ impl State {
 
     /// Turns core events into state changes and wake-ups.
     pub(crate) fn process_events(&mut self) {
+        let mut received: smallvec::SmallVec<[SessionId; 8]> = smallvec::SmallVec::new();
         while let Some(ev) = self.core.poll_event() {
             match ev {
-                Event::Connected { .. } | Event::GoAway { .. } => {}
+                Event::GoAway { .. } => {}
+                Event::Connected { conn } => {
+                    self.counts.connections_opened += 1;
+                    if self.has_subscribers() {
+                        let info = self
+                            .core
+                            .connection(conn)
+                            .map(|c| (c.remote_address(), c.handshake_duration()));
+                        if let Some((remote, handshake)) = info {
+                            self.emit(EndpointEvent::ConnectionOpened {
+                                connection: conn,
+                                remote,
+                                handshake: handshake.unwrap_or_default(),
+                            });
+                        }
+                    }
+                }
                 Event::ConnectionClosed { conn, error } => {
+                    self.counts.connections_closed += 1;
+                    self.emit(EndpointEvent::ConnectionClosed {
+                        connection: conn,
+                        error: error.clone(),
+                    });
                     for (id, s) in self.sessions.iter_mut() {
                         if id.connection() != conn {
                             continue;
@@ -326,6 +470,7 @@ impl State {
                         if let Some(mut r) = self.core.session(session) {
                             let _ = r.reject(status, &Headers::new());
                         }
+                        self.counts.requests_refused += 1;
                         continue;
                     }
                     let mut s = SessionState::new(Phase::Requested, request.remote);
@@ -343,6 +488,15 @@ impl State {
                         }
                         s.response_headers = headers;
                         s.phase_w.wake();
+                    }
+                    self.counts.sessions_opened += 1;
+                    if self.has_subscribers() {
+                        let path = self
+                            .core
+                            .session(session)
+                            .and_then(|r| r.request().map(|q| q.request.path.clone()))
+                            .unwrap_or_default();
+                        self.emit(EndpointEvent::SessionOpened { session, path });
                     }
                 }
                 Event::SessionRejected {
@@ -362,6 +516,11 @@ impl State {
                     }
                 }
                 Event::SessionClosed { session, reason } => {
+                    self.counts.sessions_closed += 1;
+                    self.emit(EndpointEvent::SessionClosed {
+                        session,
+                        reason: reason.clone(),
+                    });
                     if let Some(s) = self.sessions.get_mut(&session) {
                         log::debug!("session {session:?} closed: {reason:?}");
                         s.phase = match (&s.phase, reason) {
@@ -410,6 +569,13 @@ impl State {
                         if let Some(w) = st.read_w.take() {
                             w.wake();
                         }
+                        if let Some(session) = st.session {
+                            self.emit(EndpointEvent::StreamReset {
+                                session,
+                                stream,
+                                code,
+                            });
+                        }
                     }
                 }
                 Event::StreamStopped { stream, code } => {
@@ -430,10 +596,14 @@ impl State {
                     if let Some(s) = self.sessions.get_mut(&session) {
                         s.dgram_w.wake();
                     }
+                    if !received.contains(&session) {
+                        received.push(session);
+                    }
                 }
                 _ => {}
             }
         }
+        self.report_drops(&received);
     }
 }
 
