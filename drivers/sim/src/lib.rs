@@ -52,6 +52,41 @@
 //! println!("seed {seed}: trace {}", sim.trace_hash());
 //! ```
 //!
+//! ## Async code, unchanged
+//! Code written against `tern-async` (and what is built on it) runs on [`SimRuntime`], a deterministic
+//! single-threaded executor whose sockets are hosts of the simulated network:
+//!
+//! ```
+//! use std::{sync::Arc, time::Duration};
+//! use tern_async::{Endpoint, Runtime};
+//! use tern_sim::{identity, isolated, LinkConfig, SimRuntime};
+//!
+//! let hash = isolated(|| {
+//!     let sim = SimRuntime::new(7, LinkConfig { loss: 0.05, ..LinkConfig::with_latency(Duration::from_millis(25)) });
+//!     let rt: Arc<dyn Runtime> = Arc::new(sim.clone());
+//!     let echoed = sim.block_on(Duration::from_secs(60), async move {
+//!         let server = Endpoint::bind(rt.clone(), identity::server_config(7), "127.14.0.1:4433".parse().unwrap()).unwrap();
+//!         let client = Endpoint::bind(rt.clone(), identity::client_config(8), "127.14.0.2:5000".parse().unwrap()).unwrap();
+//!         rt.spawn(Box::pin(async move {
+//!             let session = server.accept().await.unwrap().accept().unwrap();
+//!             let (mut send, mut recv) = session.accept_bi().await.unwrap();
+//!             let bytes = recv.read_to_end(1 << 20).await.unwrap();
+//!             send.write_all(&bytes).await.unwrap();
+//!             send.finish().unwrap();
+//!             session.closed().await;
+//!         }));
+//!         let session = client.connect("https://127.14.0.1:4433/echo").await.unwrap();
+//!         let (mut send, mut recv) = session.open_bi().await.unwrap();
+//!         send.write_all(b"ping").await.unwrap();
+//!         send.finish().unwrap();
+//!         recv.read_to_end(1 << 20).await.unwrap()
+//!     }).unwrap_or_else(|e| panic!("{e}"));
+//!     assert_eq!(echoed, b"ping");
+//!     sim.trace_hash()
+//! });
+//! println!("trace {hash}");
+//! ```
+//!
 //! ## How quiche's clock follows the simulation (Linux only)
 //! quiche reads `std::time::Instant::now()` itself, which no API can replace. This crate defines the C
 //! library's `clock_gettime` for the binaries that link it (test binaries and examples that depend on
@@ -84,10 +119,12 @@ mod clock;
 pub mod echo;
 pub mod identity;
 mod net;
+mod runtime;
 mod sim;
 mod trace;
 
 pub use clock::VirtualClock;
 pub use net::{Delivery, Fate, GilbertElliott, LinkConfig, Network, PacketRecord};
+pub use runtime::{BlockOnError, SimRuntime};
 pub use sim::{isolated, seed_from_env, HostId, RunError, Sim, SimStats, SEED_VAR};
 pub use trace::{Trace, TraceEvent};

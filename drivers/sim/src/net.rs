@@ -236,6 +236,11 @@ impl Network {
         }
     }
 
+    /// Moves virtual time 0 to `start` (before anything was sent).
+    pub(crate) fn rebase(&mut self, start: Instant) {
+        self.start = start;
+    }
+
     /// The seed.
     pub fn seed(&self) -> u64 {
         self.seed

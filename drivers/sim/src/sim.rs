@@ -107,7 +107,7 @@ pub fn isolated<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T 
 /// that probe come from a simulation thread, it would take a byte of the seeded stream in the first
 /// simulation of a process only; so the first simulation first makes BoringSSL start up on a throwaway
 /// thread (it builds one client Initial packet there).
-fn warm_up_tls() {
+pub(crate) fn warm_up_tls() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let _ = std::thread::spawn(|| {
