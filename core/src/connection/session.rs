@@ -88,10 +88,14 @@ impl Connection {
                 Ok(())
             });
             let clean_end = fin && rs.reader.is_idle() && rs.capsules.is_idle();
+            let headers_completed = rs.headers_done && rs.headers_deadline.is_some();
             if rs.headers_done {
                 rs.headers_deadline = None;
             }
             self.streams.insert(id, Stream::Request(rs));
+            if headers_completed {
+                self.recompute_deadline();
+            }
             r?;
             // HEADERS frames come before the DATA that carries capsules in the same chunk; other buffered
             // frame types on a request stream are errors (RFC 9114 section 4.1).

@@ -122,6 +122,24 @@ impl Connection {
         }
     }
 
+    /// Recomputes the connection's deadline from the streams that still wait for something (buffered
+    /// streams without their session, requests whose HEADERS are incomplete), so a request that completed
+    /// leaves no timer behind.
+    pub(super) fn recompute_deadline(&mut self) {
+        self.deadline = self
+            .streams
+            .values()
+            .filter_map(|st| match st {
+                Stream::Data(DataStream {
+                    buffered_until: Some(u),
+                    ..
+                }) => Some(*u),
+                Stream::Request(r) if !r.headers_done => r.headers_deadline,
+                _ => None,
+            })
+            .min();
+    }
+
     /// Rejects buffered streams whose session did not arrive in time.
     pub(super) fn expire_buffered(&mut self, now: Instant) {
         let Some(d) = self.deadline else { return };
