@@ -573,7 +573,7 @@ async fn stalled(session: &Session, limit: Duration) -> String {
             return format!("no progress for {limit:?}");
         }
         if let Some(r) = session.close_reason() {
-            return format!("the session closed: {r:?}");
+            return r.to_string();
         }
     }
 }
@@ -1291,7 +1291,10 @@ async fn rr(ctx: &Ctx) -> Result<RrResult, Fail> {
                     }
                 }
                 if !session.is_open() {
-                    errors.add(format!("the session closed: {:?}", session.close_reason()));
+                    errors.add(match session.close_reason() {
+                        Some(r) => r.to_string(),
+                        None => "the session closed".to_string(),
+                    });
                     break;
                 }
             }

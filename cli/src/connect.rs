@@ -188,7 +188,7 @@ pub async fn run(
             if reason.code() == Some(0) {
                 Ok("code 0 sent; the session ended cleanly".to_string())
             } else {
-                Err(format!("closed as {reason:?}"))
+                Err(reason.to_string())
             }
         }
         Err(e) => Err(e.to_string()),

@@ -149,7 +149,7 @@ async fn handle(incoming: IncomingSession, stats: Arc<ServeStats>, quiet: bool) 
             (Some(code), Some(text)) => {
                 println!("session from {remote} to {path} closed: code {code} reason {text:?}")
             }
-            _ => println!("session from {remote} to {path} closed: {reason:?}"),
+            _ => println!("session from {remote} to {path} closed: {reason}"),
         }
     }
 }

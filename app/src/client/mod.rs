@@ -53,7 +53,7 @@ pub enum ClientError {
     },
     /// The session ended (the client's read and request helpers report every "session closed" read,
     /// write or open failure as this).
-    #[error("the session is closed: {0:?}")]
+    #[error("{0}")]
     Closed(SessionCloseReason),
     /// A session operation failed.
     #[error(transparent)]

@@ -18,6 +18,50 @@
 //! let echo = session.recv_datagram().await?;
 //! # Ok(()) }
 //! ```
+//!
+//! The conveniences on loopback: a datagram received with a timeout on async-io's timer
+//! ([`Session::recv_datagram_timeout`]), and lines through [`framing`]:
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # async_std::task::block_on(async {
+//! # let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
+//! # let server_config = tern_async_std::Config::new()
+//! #     .with_certificate_pem(cert.cert.pem(), cert.signing_key.serialize_pem());
+//! use std::time::Duration;
+//! use futures_util::{SinkExt, StreamExt};
+//! use tern_async_std::framing::{line_reader, line_writer};
+//! use tern_async_std::{Config, Endpoint, SessionError};
+//!
+//! let server = Endpoint::server("127.0.0.1:0".parse()?, server_config)?;
+//! let port = server.local_addr().port();
+//! async_std::task::spawn(async move {
+//!     let session = server.accept().await.unwrap().accept().unwrap();
+//!     let (send, recv) = session.accept_bi().await.unwrap();
+//!     let (mut out, mut lines) = (line_writer(send), line_reader(recv));
+//!     while let Some(line) = lines.next().await {
+//!         out.send(line.unwrap().to_uppercase().as_str()).await.unwrap();
+//!     }
+//!     out.close().await.unwrap();
+//!     session.closed().await;
+//! });
+//!
+//! let client = Endpoint::client(Config::new().with_insecure_skip_verification())?;
+//! let session = client.connect(&format!("https://127.0.0.1:{port}/")).await?;
+//! // Nobody answers datagrams here: the receive gives up after 50 ms, and the session stays open.
+//! let r = session.recv_datagram_timeout(Duration::from_millis(50)).await;
+//! assert!(matches!(r, Err(SessionError::TimedOut(_))));
+//!
+//! let (send, recv) = session.open_bi().await?;
+//! let mut out = line_writer(send);
+//! out.send("hello").await?;
+//! out.send("world").await?;
+//! out.close().await?;
+//! let lines: Vec<String> = line_reader(recv).map(|l| l.unwrap()).collect().await;
+//! assert_eq!(lines, ["HELLO", "WORLD"]);
+//! # Ok::<(), Box<dyn std::error::Error>>(()) })
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -30,6 +74,10 @@ use std::sync::Arc;
 
 pub use rt::AsyncIoRuntime;
 pub use tern_async::*;
+
+/// Length-prefixed messages and lines on asynchronous-codec's `FramedRead` / `FramedWrite`
+/// ([`tern_async::futures_framing`]).
+pub use tern_async::futures_framing as framing;
 
 /// A WebTransport endpoint on an async-io UDP socket. Derefs to [`tern_async::Endpoint`].
 #[derive(Clone, Debug)]

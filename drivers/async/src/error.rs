@@ -73,7 +73,7 @@ pub enum ConnectError {
         error: ConnectionError,
     },
     /// The session ended before it was established.
-    #[error("the session ended during setup: {0:?}")]
+    #[error("the session ended during setup: {0}")]
     Closed(SessionCloseReason),
     /// The configuration cannot open this connection.
     #[error("{0}")]
@@ -120,9 +120,14 @@ impl From<ConnectError> for io::Error {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionError {
-    /// The session is closed; how it ended.
-    #[error("session closed: {0:?}")]
+    /// The session is closed; how it ended (its `Display` says it: "session closed by the peer with code
+    /// 42: bye").
+    #[error("{0}")]
     Closed(SessionCloseReason),
+    /// Nothing arrived within the time given (for example
+    /// [`Session::recv_datagram_timeout`](crate::Session::recv_datagram_timeout)); the session is still open.
+    #[error("nothing received within {0:?}")]
+    TimedOut(Duration),
     /// The core refused the operation.
     #[error("{0}")]
     Core(#[from] tern::SessionError),
@@ -135,6 +140,67 @@ fn code_text(code: Option<u32>) -> String {
     }
 }
 
+/// A [`Session::timeout`](crate::Session::timeout) that passed before its future finished.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("timed out after {0:?}")]
+pub struct Elapsed(pub Duration);
+
+impl From<Elapsed> for io::Error {
+    fn from(e: Elapsed) -> Self {
+        io::Error::new(io::ErrorKind::TimedOut, e)
+    }
+}
+
+impl From<SessionError> for io::Error {
+    fn from(e: SessionError) -> Self {
+        let kind = match e {
+            SessionError::Closed(_) => io::ErrorKind::ConnectionAborted,
+            SessionError::TimedOut(_) => io::ErrorKind::TimedOut,
+            SessionError::Core(_) => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// Why a JSON send or receive failed (the `serde` feature).
+#[cfg(feature = "serde")]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JsonError {
+    /// The value could not be written as JSON.
+    #[error("cannot encode the value as JSON: {0}")]
+    Encode(serde_json::Error),
+    /// What arrived is not JSON of the expected shape (the stream or session stays usable).
+    #[error("invalid JSON: {0}")]
+    Decode(serde_json::Error),
+    /// Reading the stream failed.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// Writing the stream failed.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// Receiving the datagram failed.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// Sending the datagram failed.
+    #[error(transparent)]
+    Datagram(#[from] tern::DatagramError),
+}
+
+#[cfg(feature = "serde")]
+impl From<JsonError> for io::Error {
+    fn from(e: JsonError) -> Self {
+        match e {
+            JsonError::Read(e) => e.into(),
+            JsonError::Write(e) => e.into(),
+            JsonError::Session(e) => e.into(),
+            JsonError::Datagram(e) => e.into(),
+            e @ JsonError::Encode(_) => io::Error::new(io::ErrorKind::InvalidInput, e),
+            e => io::Error::new(io::ErrorKind::InvalidData, e),
+        }
+    }
+}
+
 /// Why a write failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -143,7 +209,7 @@ pub enum WriteError {
     #[error("the peer stopped the stream ({})", code_text(*.0))]
     Stopped(Option<u32>),
     /// The session ended.
-    #[error("session closed: {0:?}")]
+    #[error("{0}")]
     SessionClosed(SessionCloseReason),
     /// The stream was already finished or reset by this side.
     #[error("the stream is closed for writing: {0}")]
@@ -158,13 +224,24 @@ pub enum ReadError {
     #[error("the peer reset the stream ({})", code_text(*.0))]
     Reset(Option<u32>),
     /// The session ended.
-    #[error("session closed: {0:?}")]
+    #[error("{0}")]
     SessionClosed(SessionCloseReason),
-    /// `read_to_end` got more than its limit.
-    #[error("the stream is longer than the limit of {limit} bytes")]
+    /// [`read_to_end`](crate::RecvStream::read_to_end) or [`read_all`](crate::RecvStream::read_all) got
+    /// more than its limit (the stream was stopped).
+    #[error(
+        "the stream is longer than the limit of {limit} bytes (read_to_end takes a larger limit)"
+    )]
     TooLong {
         /// The limit given.
         limit: usize,
+    },
+    /// [`read_exact`](crate::RecvStream::read_exact) reached the end of the stream first.
+    #[error("the stream ended after {read} of the {expected} expected bytes")]
+    EndedEarly {
+        /// The bytes asked for.
+        expected: usize,
+        /// The bytes there were.
+        read: usize,
     },
     /// The stream was already stopped by this side.
     #[error("the stream is closed for reading: {0}")]
@@ -188,6 +265,7 @@ impl From<ReadError> for io::Error {
             ReadError::Reset(_) => io::ErrorKind::ConnectionReset,
             ReadError::SessionClosed(_) => io::ErrorKind::ConnectionAborted,
             ReadError::TooLong { .. } => io::ErrorKind::InvalidData,
+            ReadError::EndedEarly { .. } => io::ErrorKind::UnexpectedEof,
             ReadError::Closed(_) => io::ErrorKind::NotConnected,
         };
         io::Error::new(kind, e)

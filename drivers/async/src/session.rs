@@ -1,9 +1,11 @@
 //! A WebTransport session: streams, datagrams, close.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tern::{
@@ -11,7 +13,7 @@ use tern::{
 };
 
 use crate::endpoint::Endpoint;
-use crate::error::SessionError;
+use crate::error::{Elapsed, SessionError};
 use crate::state::{Phase, SessionInfo, SessionState, State, StreamState};
 use crate::stream::{RecvStream, SendStream};
 
@@ -174,31 +176,91 @@ impl Session {
     }
 
     async fn accept(&self, bidi: bool) -> Result<StreamId, SessionError> {
-        let id = self.inner.id;
-        poll_fn(|cx| {
-            let mut st = self.inner.lock();
-            let Some(s) = st.sessions.get_mut(&id) else {
-                return Poll::Ready(Err(SessionError::Closed(SessionCloseReason::StreamEnded)));
-            };
-            let q = if bidi {
-                &mut s.incoming_bi
-            } else {
-                &mut s.incoming_uni
-            };
-            if let Some(sid) = q.pop_front() {
-                return Poll::Ready(Ok(sid));
-            }
-            if let Some(r) = s.closed() {
-                return Poll::Ready(Err(SessionError::Closed(r)));
-            }
-            if bidi {
-                s.bi_w.register(cx.waker());
-            } else {
-                s.uni_w.register(cx.waker());
-            }
-            Poll::Pending
-        })
-        .await
+        poll_fn(|cx| self.poll_accept(cx, Some(bidi))).await
+    }
+
+    /// The next stream the peer opened: of one kind (`Some(bidi)`), or of either (`None`, the earliest to
+    /// arrive).
+    fn poll_accept(
+        &self,
+        cx: &mut Context<'_>,
+        bidi: Option<bool>,
+    ) -> Poll<Result<StreamId, SessionError>> {
+        let mut st = self.inner.lock();
+        let Some(s) = st.sessions.get_mut(&self.inner.id) else {
+            return Poll::Ready(Err(SessionError::Closed(SessionCloseReason::StreamEnded)));
+        };
+        let take_bi = match bidi {
+            Some(b) => b,
+            None => match (s.incoming_bi.front(), s.incoming_uni.front()) {
+                (Some(b), Some(u)) => b.0 < u.0,
+                (b, _) => b.is_some(),
+            },
+        };
+        let q = if take_bi {
+            &mut s.incoming_bi
+        } else {
+            &mut s.incoming_uni
+        };
+        if let Some((_, sid)) = q.pop_front() {
+            return Poll::Ready(Ok(sid));
+        }
+        if let Some(r) = s.closed() {
+            return Poll::Ready(Err(SessionError::Closed(r)));
+        }
+        if bidi != Some(false) {
+            s.bi_w.register(cx.waker());
+        }
+        if bidi != Some(true) {
+            s.uni_w.register(cx.waker());
+        }
+        Poll::Pending
+    }
+
+    /// Every stream the peer opens, bidirectional and unidirectional, as one [`Stream`](futures_core::Stream)
+    /// in the order they arrived; it ends when the session ends ([`close_reason`](Self::close_reason) says
+    /// how). One loop instead of an `accept_bi` loop and an `accept_uni` loop. It takes from the same
+    /// queues as `accept_bi` / `accept_uni`: a stream goes to whichever asks first.
+    ///
+    /// ```no_run
+    /// # async fn f(session: tern_async::Session) {
+    /// use tern_async::IncomingStream;
+    /// let mut incoming = session.incoming();
+    /// while let Some(stream) = incoming.next().await {
+    ///     match stream {
+    ///         IncomingStream::Bi(mut send, mut recv) => {
+    ///             if let Ok(data) = recv.read_all().await {
+    ///                 let _ = send.write_all_and_finish(&data).await;
+    ///             }
+    ///         }
+    ///         IncomingStream::Uni(mut recv) => {
+    ///             let _ = recv.read_all().await;
+    ///         }
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn incoming(&self) -> IncomingStreams {
+        IncomingStreams {
+            session: self.clone(),
+        }
+    }
+
+    /// Received datagrams as a [`Stream`](futures_core::Stream); it ends when the session ends. The same
+    /// queue as [`recv_datagram`](Self::recv_datagram): each datagram goes to one receiver.
+    ///
+    /// ```no_run
+    /// # async fn f(session: tern_async::Session) {
+    /// let mut datagrams = session.datagrams();
+    /// while let Some(d) = datagrams.next().await {
+    ///     let _ = session.send_datagram(&d);
+    /// }
+    /// # }
+    /// ```
+    pub fn datagrams(&self) -> Datagrams {
+        Datagrams {
+            session: self.clone(),
+        }
     }
 
     /// Sends a datagram (unreliable, unordered). Larger than [`max_datagram_size`](Self::max_datagram_size)
@@ -255,22 +317,66 @@ impl Session {
 
     /// The next received datagram.
     pub async fn recv_datagram(&self) -> Result<Bytes, SessionError> {
+        poll_fn(|cx| self.poll_recv_datagram(cx)).await
+    }
+
+    fn poll_recv_datagram(&self, cx: &mut Context<'_>) -> Poll<Result<Bytes, SessionError>> {
         let id = self.inner.id;
-        poll_fn(|cx| {
-            let mut st = self.inner.lock();
-            if let Some(d) = st.core.session(id).and_then(|mut s| s.recv_datagram()) {
-                return Poll::Ready(Ok(d));
-            }
-            let Some(s) = st.sessions.get_mut(&id) else {
-                return Poll::Ready(Err(SessionError::Closed(SessionCloseReason::StreamEnded)));
-            };
-            if let Some(r) = s.closed() {
-                return Poll::Ready(Err(SessionError::Closed(r)));
-            }
-            s.dgram_w.register(cx.waker());
-            Poll::Pending
-        })
-        .await
+        let mut st = self.inner.lock();
+        if let Some(d) = st.core.session(id).and_then(|mut s| s.recv_datagram()) {
+            return Poll::Ready(Ok(d));
+        }
+        let Some(s) = st.sessions.get_mut(&id) else {
+            return Poll::Ready(Err(SessionError::Closed(SessionCloseReason::StreamEnded)));
+        };
+        if let Some(r) = s.closed() {
+            return Poll::Ready(Err(SessionError::Closed(r)));
+        }
+        s.dgram_w.register(cx.waker());
+        Poll::Pending
+    }
+
+    /// The next received datagram, waiting at most `after`: [`SessionError::TimedOut`] when none came
+    /// (the session stays open). The timer is the runtime's, so this works on every driver.
+    ///
+    /// ```no_run
+    /// # async fn f(session: tern_async::Session) -> Result<(), tern_async::SessionError> {
+    /// use std::time::Duration;
+    /// session.send_datagram(b"ping").ok();
+    /// match session.recv_datagram_timeout(Duration::from_secs(5)).await {
+    ///     Ok(pong) => println!("{} bytes back", pong.len()),
+    ///     Err(tern_async::SessionError::TimedOut(_)) => println!("lost, or no one answered"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn recv_datagram_timeout(&self, after: Duration) -> Result<Bytes, SessionError> {
+        match self.timeout(after, self.recv_datagram()).await {
+            Ok(r) => r,
+            Err(_) => Err(SessionError::TimedOut(after)),
+        }
+    }
+
+    /// Runs `future` for at most `after` on this session's runtime timer (tokio's, async-io's, ...):
+    /// [`Elapsed`] when the time passes first (the future is dropped). Any operation can be bounded this
+    /// way, a stream read as well as an accept.
+    ///
+    /// ```no_run
+    /// # async fn f(session: tern_async::Session) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// let (mut send, mut recv) = session.open_bi().await?;
+    /// send.write_all_and_finish(b"request").await?;
+    /// let reply = session.timeout(Duration::from_secs(10), recv.read_all()).await??;
+    /// # Ok(()) }
+    /// ```
+    pub async fn timeout<F: Future>(
+        &self,
+        after: Duration,
+        future: F,
+    ) -> Result<F::Output, Elapsed> {
+        crate::endpoint::timeout(&self.inner.endpoint.shared().runtime, after, future)
+            .await
+            .ok_or(Elapsed(after))
     }
 
     /// The largest datagram payload that fits now (None when the peer takes no datagrams).
@@ -382,5 +488,85 @@ impl Session {
             .connection(self.inner.id.connection())
             .map(|c| c.stats())
             .unwrap_or_default()
+    }
+}
+
+/// A stream the peer opened, from [`Session::incoming`].
+#[derive(Debug)]
+pub enum IncomingStream {
+    /// A bidirectional stream: its two halves.
+    Bi(SendStream, RecvStream),
+    /// A unidirectional stream (the peer sends, this side reads).
+    Uni(RecvStream),
+}
+
+impl IncomingStream {
+    /// The stream id.
+    pub fn id(&self) -> StreamId {
+        match self {
+            Self::Bi(_, r) | Self::Uni(r) => r.id(),
+        }
+    }
+}
+
+/// The streams the peer opens, both kinds in arrival order: a [`Stream`](futures_core::Stream) from
+/// [`Session::incoming`] that ends when the session ends. Holds the session open while it lives.
+#[derive(Debug)]
+#[must_use = "streams do nothing unless polled"]
+pub struct IncomingStreams {
+    session: Session,
+}
+
+impl IncomingStreams {
+    /// The next stream, or `None` once the session has ended.
+    pub async fn next(&mut self) -> Option<IncomingStream> {
+        poll_fn(|cx| self.poll_next_stream(cx)).await
+    }
+
+    fn poll_next_stream(&mut self, cx: &mut Context<'_>) -> Poll<Option<IncomingStream>> {
+        let Poll::Ready(r) = self.session.poll_accept(cx, None) else {
+            return Poll::Pending;
+        };
+        let Ok(id) = r else {
+            return Poll::Ready(None);
+        };
+        let inner = &self.session.inner;
+        Poll::Ready(Some(if id.is_bidi() {
+            IncomingStream::Bi(
+                SendStream::new(inner.clone(), id),
+                RecvStream::new(inner.clone(), id),
+            )
+        } else {
+            IncomingStream::Uni(RecvStream::new(inner.clone(), id))
+        }))
+    }
+}
+
+impl futures_core::Stream for IncomingStreams {
+    type Item = IncomingStream;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<IncomingStream>> {
+        self.get_mut().poll_next_stream(cx)
+    }
+}
+
+/// Received datagrams: a [`Stream`](futures_core::Stream) from [`Session::datagrams`] that ends when the
+/// session ends. Holds the session open while it lives.
+#[derive(Debug)]
+#[must_use = "streams do nothing unless polled"]
+pub struct Datagrams {
+    session: Session,
+}
+
+impl Datagrams {
+    /// The next datagram, or `None` once the session has ended.
+    pub async fn next(&mut self) -> Option<Bytes> {
+        self.session.recv_datagram().await.ok()
+    }
+}
+
+impl futures_core::Stream for Datagrams {
+    type Item = Bytes;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        self.session.poll_recv_datagram(cx).map(Result::ok)
     }
 }

@@ -66,8 +66,11 @@ pub(crate) struct SessionState {
     pub(crate) request: Option<IncomingRequest>,
     pub(crate) response_headers: Headers,
     pub(crate) draining: bool,
-    pub(crate) incoming_bi: VecDeque<StreamId>,
-    pub(crate) incoming_uni: VecDeque<StreamId>,
+    /// Streams the peer opened, not yet accepted, each with its arrival number (so that
+    /// `Session::incoming` hands out both kinds in the order they arrived).
+    pub(crate) incoming_bi: VecDeque<(u64, StreamId)>,
+    pub(crate) incoming_uni: VecDeque<(u64, StreamId)>,
+    pub(crate) arrivals: u64,
     /// Phase changes, drain, close.
     pub(crate) phase_w: Wakers,
     pub(crate) bi_w: Wakers,
@@ -92,6 +95,7 @@ impl SessionState {
             draining: false,
             incoming_bi: VecDeque::new(),
             incoming_uni: VecDeque::new(),
+            arrivals: 0,
             phase_w: Wakers::default(),
             bi_w: Wakers::default(),
             uni_w: Wakers::default(),
@@ -522,7 +526,7 @@ impl State {
                         reason: reason.clone(),
                     });
                     if let Some(s) = self.sessions.get_mut(&session) {
-                        log::debug!("session {session:?} closed: {reason:?}");
+                        log::debug!("session {session:?} closed: {reason}");
                         s.phase = match (&s.phase, reason) {
                             (Phase::Connecting, SessionCloseReason::ConnectionClosed(e)) => {
                                 Phase::Failed(ConnectFailure::Connection(e))
@@ -545,11 +549,13 @@ impl State {
                     let bidi = stream.is_bidi();
                     self.streams
                         .insert(stream, StreamState::new(session, bidi, true));
+                    let n = s.arrivals;
+                    s.arrivals += 1;
                     if bidi {
-                        s.incoming_bi.push_back(stream);
+                        s.incoming_bi.push_back((n, stream));
                         s.bi_w.wake();
                     } else {
-                        s.incoming_uni.push_back(stream);
+                        s.incoming_uni.push_back((n, stream));
                         s.uni_w.wake();
                     }
                 }

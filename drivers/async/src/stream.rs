@@ -11,6 +11,11 @@ use crate::error::{ReadError, WriteError};
 use crate::session::SessionInner;
 use crate::state::State;
 
+/// How much [`RecvStream::read_all`] takes before it fails with [`ReadError::TooLong`]: 16 MiB. A peer
+/// decides how long a stream is, so a read into memory always has a limit; take
+/// [`RecvStream::read_to_end`] for another.
+pub const DEFAULT_READ_ALL_LIMIT: usize = 16 * 1024 * 1024;
+
 fn session_reason(st: &State, inner: &SessionInner) -> SessionCloseReason {
     st.sessions
         .get(&inner.id)
@@ -103,6 +108,22 @@ impl SendStream {
             buf = &buf[n..];
         }
         Ok(())
+    }
+
+    /// Writes all of `buf`, then finishes the stream: a whole message in one call (the peer's
+    /// [`read_all`](RecvStream::read_all) returns it). The same as [`write_all`](Self::write_all) then
+    /// [`finish`](Self::finish); `write_all` alone leaves the stream open for more.
+    ///
+    /// ```no_run
+    /// # async fn f(session: tern_async::Session) -> Result<(), Box<dyn std::error::Error>> {
+    /// let (mut send, mut recv) = session.open_bi().await?;
+    /// send.write_all_and_finish(b"Hello, Stream!").await?;
+    /// let reply = recv.read_all().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn write_all_and_finish(&mut self, buf: &[u8]) -> Result<(), WriteError> {
+        self.write_all(buf).await?;
+        self.finish()
     }
 
     /// Writes a whole `Bytes` chunk (no copy on this layer; quiche takes the bytes into its buffer).
@@ -359,6 +380,47 @@ impl RecvStream {
                 .map_ok(|o| o.map(|n| Bytes::copy_from_slice(&probe[..n])))
         })
         .await
+    }
+
+    /// Reads to the end of the stream, at most [`DEFAULT_READ_ALL_LIMIT`] bytes: more is
+    /// [`ReadError::TooLong`] (and stops the stream). [`read_to_end`](Self::read_to_end) takes another
+    /// limit.
+    ///
+    /// ```no_run
+    /// # async fn f(session: tern_async::Session) -> Result<(), Box<dyn std::error::Error>> {
+    /// let (mut send, mut recv) = session.accept_bi().await?;
+    /// let request = recv.read_all().await?;
+    /// send.write_all_and_finish(&request).await?; // echo
+    /// # Ok(()) }
+    /// ```
+    pub async fn read_all(&mut self) -> Result<Vec<u8>, ReadError> {
+        self.read_to_end(DEFAULT_READ_ALL_LIMIT).await
+    }
+
+    /// Fills `buf` exactly; [`ReadError::EndedEarly`] when the stream ends first (the bytes read are in
+    /// `buf[..read]`).
+    ///
+    /// ```no_run
+    /// # async fn f(mut recv: tern_async::RecvStream) -> Result<(), tern_async::ReadError> {
+    /// let mut header = [0u8; 4];
+    /// recv.read_exact(&mut header).await?;
+    /// let len = u32::from_be_bytes(header);
+    /// # Ok(()) }
+    /// ```
+    pub async fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), ReadError> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match self.read(&mut buf[filled..]).await? {
+                Some(n) => filled += n,
+                None => {
+                    return Err(ReadError::EndedEarly {
+                        expected: buf.len(),
+                        read: filled,
+                    })
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Reads to the end of the stream; more than `limit` bytes is an error (and stops the stream).

@@ -18,6 +18,59 @@
 //! ```
 //!
 //! Every call that creates an endpoint must run inside a tokio runtime (with I/O and time enabled).
+//!
+//! A whole exchange on loopback, with the conveniences: [`Session::incoming`] for every stream the peer
+//! opens, [`SendStream::write_all_and_finish`] to send a message and end the stream in one call,
+//! [`RecvStream::read_all`] to read the whole reply (bounded by [`DEFAULT_READ_ALL_LIMIT`]), and
+//! [`framing`] for length-prefixed messages and lines on one stream:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
+//! # let server_config = tern_tokio::Config::new()
+//! #     .with_certificate_pem(cert.cert.pem(), cert.signing_key.serialize_pem());
+//! use futures_util::{SinkExt, StreamExt};
+//! use tern_tokio::framing::{message_reader, message_writer};
+//! use tern_tokio::{Config, Endpoint, IncomingStream};
+//!
+//! let server = Endpoint::server("127.0.0.1:0".parse()?, server_config)?;
+//! let port = server.local_addr().port();
+//! tokio::spawn(async move {
+//!     let session = server.accept().await.unwrap().accept().unwrap();
+//!     let mut incoming = session.incoming();
+//!     // The first stream: one message, echoed. The second: length-prefixed messages, echoed.
+//!     if let Some(IncomingStream::Bi(mut send, mut recv)) = incoming.next().await {
+//!         let data = recv.read_all().await.unwrap();
+//!         send.write_all_and_finish(&data).await.unwrap();
+//!     }
+//!     if let Some(IncomingStream::Bi(send, recv)) = incoming.next().await {
+//!         let (mut out, mut messages) = (message_writer(send), message_reader(recv));
+//!         while let Some(m) = messages.next().await {
+//!             out.send(m.unwrap()).await.unwrap();
+//!         }
+//!         out.close().await.unwrap();
+//!     }
+//!     session.closed().await;
+//! });
+//!
+//! let client = Endpoint::client(Config::new().with_insecure_skip_verification())?;
+//! let session = client.connect(&format!("https://127.0.0.1:{port}/")).await?;
+//! let (mut send, mut recv) = session.open_bi().await?;
+//! send.write_all_and_finish(b"Hello, Stream!").await?;
+//! assert_eq!(recv.read_all().await?, b"Hello, Stream!");
+//!
+//! let (send, recv) = session.open_bi().await?;
+//! let mut out = message_writer(send);
+//! for m in ["one", "two", "three"] {
+//!     out.send(m.into()).await?;
+//! }
+//! out.close().await?; // finishes the stream
+//! let echoed: Vec<_> = message_reader(recv).map(|m| m.unwrap()).collect().await;
+//! assert_eq!(echoed, ["one", "two", "three"]);
+//! session.close(0, "done")?;
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -30,6 +83,10 @@ use std::sync::Arc;
 
 pub use rt::TokioRuntime;
 pub use tern_async::*;
+
+/// Length-prefixed messages and lines on tokio-util's `FramedRead` / `FramedWrite`
+/// ([`tern_async::tokio_framing`]).
+pub use tern_async::tokio_framing as framing;
 
 /// A WebTransport endpoint on a tokio UDP socket. Derefs to [`tern_async::Endpoint`] for `accept`,
 /// `connect`, `close` and the rest.
