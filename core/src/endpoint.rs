@@ -1,6 +1,7 @@
 //! The endpoint: many connections behind one socket, routed by connection id.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 
 use crate::idmap::IdMap;
 use std::net::{IpAddr, SocketAddr};
@@ -123,6 +124,10 @@ pub struct Endpoint {
     next_handle: u64,
     events: VecDeque<Event>,
     dirty: VecDeque<ConnectionHandle>,
+    /// Each connection's next deadline (quiche's timers and the core's own), earliest first. An entry is
+    /// current while it equals the connection's `timer`; entries left behind when a deadline moves are
+    /// skipped when they come up, and the heap is rebuilt when they outnumber the connections.
+    timers: BinaryHeap<Reverse<(Instant, ConnectionHandle)>>,
     stateless: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
     rng: crate::rng::Random,
     retry_key: ring::hmac::Key,
@@ -183,6 +188,7 @@ impl Endpoint {
             next_handle: 0,
             events: VecDeque::new(),
             dirty: VecDeque::new(),
+            timers: BinaryHeap::new(),
             stateless: VecDeque::new(),
             rng,
             retry_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
@@ -247,9 +253,49 @@ impl Endpoint {
         cid
     }
 
+    /// Queues a connection for `poll_transmit` (once).
     fn mark(&mut self, h: ConnectionHandle) {
-        if !self.dirty.contains(&h) {
-            self.dirty.push_back(h);
+        if let Some(c) = self.conns.get_mut(&h) {
+            if !c.queued {
+                c.queued = true;
+                self.dirty.push_back(h);
+            }
+        }
+    }
+
+    /// Files a connection's current deadline in the timer heap when it changed.
+    fn rearm(&mut self, h: ConnectionHandle) {
+        let Some(c) = self.conns.get_mut(&h) else {
+            return;
+        };
+        let next = [c.quic.timeout_instant(), c.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min();
+        if next == c.timer {
+            return;
+        }
+        c.timer = next;
+        if let Some(t) = next {
+            self.timers.push(Reverse((t, h)));
+        }
+        if self.timers.len() > 2 * self.conns.len() + 64 {
+            let current: Vec<_> = self
+                .conns
+                .iter()
+                .filter_map(|(h, c)| c.timer.map(|t| Reverse((t, *h))))
+                .collect();
+            self.timers = BinaryHeap::from(current);
+        }
+    }
+
+    /// Drops stale entries from the top of the timer heap, so that `poll_timeout` reads a current one.
+    fn clean_timers(&mut self) {
+        while let Some(Reverse((t, h))) = self.timers.peek() {
+            if self.conns.get(h).is_some_and(|c| c.timer == Some(*t)) {
+                return;
+            }
+            self.timers.pop();
         }
     }
 
@@ -313,9 +359,11 @@ impl Endpoint {
         let h = self.add_conn(quic, false, remote, now);
         self.cids.insert(cid.to_vec(), h);
         if let Some(c) = self.conns.get_mut(&h) {
+            c.cids.push(cid.to_vec());
             c.process(now, &mut self.events);
         }
         self.mark(h);
+        self.reap(h);
         Ok(h)
     }
 
@@ -460,6 +508,10 @@ impl Endpoint {
         let h = self.add_conn(quic, true, from, now);
         if let Some(c) = self.conns.get_mut(&h) {
             c.handshaking = true;
+            c.cids.push(cid.clone());
+            if dcid.len() >= 8 {
+                c.cids.push(dcid.to_vec());
+            }
         }
         self.handshaking += 1;
         *self.per_address.entry(from.ip()).or_insert(0) += 1;
@@ -588,24 +640,33 @@ impl Endpoint {
     }
 
     /// Handles expired timers: quiche's (loss detection, idle) and the core's own (buffered streams).
+    /// Only connections whose deadline passed are visited (a heap ordered by deadline), each once per call.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let handles: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
-        for h in handles {
+        let mut due: Vec<ConnectionHandle> = Vec::new();
+        while let Some(Reverse((t, h))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(c) = self.conns.get_mut(&h) {
+                if c.timer == Some(t) {
+                    c.timer = None;
+                    due.push(h);
+                }
+            }
+        }
+        for h in due {
             let Some(c) = self.conns.get_mut(&h) else {
                 continue;
             };
-            let quic_due = c.quic.timeout_instant().is_some_and(|t| t <= now);
-            let own_due = c.next_deadline().is_some_and(|t| t <= now);
-            if !quic_due && !own_due {
-                continue;
-            }
-            if quic_due {
+            if c.quic.timeout_instant().is_some_and(|t| t <= now) {
                 c.quic.on_timeout();
             }
             c.process(now, &mut self.events);
             self.mark(h);
             self.reap(h);
         }
+        self.clean_timers();
     }
 
     /// Drops a connection once quiche says it is closed and its events are out; before that, notes the
@@ -620,6 +681,8 @@ impl Endpoint {
             self.handshaking -= 1;
         }
         if !c.closed_reported {
+            self.rearm(h);
+            self.clean_timers();
             return;
         }
         let Some(c) = self.conns.remove(&h) else {
@@ -638,17 +701,20 @@ impl Endpoint {
                 }
             }
         }
-        self.cids.retain(|_, v| *v != h);
+        // By its own ids, not a scan of the table (a mass expiry would be quadratic).
+        for id in &c.cids {
+            if self.cids.get(id) == Some(&h) {
+                self.cids.remove(id);
+            }
+        }
+        self.clean_timers();
     }
 
-    /// The earliest instant at which [`handle_timeout`](Self::handle_timeout) must run.
+    /// The earliest instant at which [`handle_timeout`](Self::handle_timeout) must run (the top of the
+    /// timer heap: no connection is visited).
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.conns
-            .values()
-            .flat_map(|c| [c.quic.timeout_instant(), c.next_deadline()])
-            .flatten()
-            .min()
+        self.timers.peek().map(|Reverse((t, _))| *t)
     }
 
     /// The next batch of UDP payload to send, written into `buf` (give at least 64 KiB to allow GSO batches).
@@ -672,7 +738,9 @@ impl Endpoint {
             let Some(c) = self.conns.get_mut(&h) else {
                 continue;
             };
+            c.queued = false;
             if let Some((pkt, info)) = c.prebuilt.pop_front() {
+                c.queued = true;
                 let n = pkt.len().min(buf.len());
                 buf[..n].copy_from_slice(&pkt[..n]);
                 self.dirty.push_back(h);
@@ -717,7 +785,11 @@ impl Endpoint {
                     Err(_) => break,
                 }
             }
+            c.queued = true;
             self.dirty.push_back(h);
+            // Sending moved quiche's timers (loss detection, pacing).
+            self.rearm(h);
+            self.clean_timers();
             return Some(Transmit {
                 destination: info.to,
                 source: info.from,
@@ -737,10 +809,8 @@ impl Endpoint {
 
     /// A connection, for commands and figures.
     pub fn connection(&mut self, h: ConnectionHandle) -> Option<ConnectionRef<'_>> {
+        self.mark(h);
         let conn = self.conns.get_mut(&h)?;
-        if !self.dirty.contains(&h) {
-            self.dirty.push_back(h);
-        }
         Some(ConnectionRef {
             conn,
             events: &mut self.events,
@@ -749,13 +819,11 @@ impl Endpoint {
 
     /// A session, for commands. `None` once the session has closed.
     pub fn session(&mut self, id: SessionId) -> Option<SessionRef<'_>> {
-        let conn = self.conns.get_mut(&id.conn)?;
-        if !conn.has_session(id.stream) {
+        if !self.conns.get(&id.conn)?.has_session(id.stream) {
             return None;
         }
-        if !self.dirty.contains(&id.conn) {
-            self.dirty.push_back(id.conn);
-        }
+        self.mark(id.conn);
+        let conn = self.conns.get_mut(&id.conn)?;
         Some(SessionRef {
             conn,
             events: &mut self.events,
@@ -765,10 +833,8 @@ impl Endpoint {
 
     /// A stream, for reads and writes. `None` once its connection has gone.
     pub fn stream(&mut self, id: StreamId) -> Option<StreamRef<'_>> {
+        self.mark(id.conn);
         let conn = self.conns.get_mut(&id.conn)?;
-        if !self.dirty.contains(&id.conn) {
-            self.dirty.push_back(id.conn);
-        }
         Some(StreamRef {
             conn,
             events: &mut self.events,

@@ -75,6 +75,12 @@ pub(crate) struct Connection {
     pub(crate) closed_reported: bool,
     /// Counted among the endpoint's connections in the handshake (accepted, not yet established).
     pub(crate) handshaking: bool,
+    /// The deadline filed in the endpoint's timer heap.
+    pub(crate) timer: Option<Instant>,
+    /// In the endpoint's queue for `poll_transmit`.
+    pub(crate) queued: bool,
+    /// The connection ids the endpoint routes to this connection (removed with it).
+    pub(crate) cids: SmallVec<[Vec<u8>; 2]>,
     peer: Option<PeerSettings>,
     have_peer_control: bool,
     have_peer_encoder: bool,
@@ -165,6 +171,9 @@ impl Connection {
             sessions_ended: false,
             closed_reported: false,
             handshaking: false,
+            timer: None,
+            queued: false,
+            cids: SmallVec::new(),
             peer: None,
             have_peer_control: false,
             have_peer_encoder: false,
