@@ -1,10 +1,13 @@
 //! One call to run a server until Ctrl-C or SIGTERM: bind, serve, drain, close.
 
 use std::future::Future;
+#[cfg(any(feature = "tokio", feature = "async-std"))]
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tern_async::{Config, Endpoint};
+#[cfg(any(feature = "tokio", feature = "async-std"))]
+use tern_async::Config;
+use tern_async::Endpoint;
 
 use crate::rt::race;
 use crate::server::{ServeReport, ServerApp};
