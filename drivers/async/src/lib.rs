@@ -69,12 +69,12 @@ mod state;
 mod stream;
 
 pub use endpoint::{ConnectOptions, Endpoint, IncomingSession, DEFAULT_CONNECT_TIMEOUT};
-pub use events::{
-    EndpointEvent, EndpointState, Events, EventsError, SessionTotals, EVENT_CAPACITY,
-};
 #[cfg(feature = "serde")]
 pub use error::JsonError;
 pub use error::{ConnectError, Elapsed, ReadError, SessionError, WriteError};
+pub use events::{
+    EndpointEvent, EndpointState, Events, EventsError, SessionTotals, EVENT_CAPACITY,
+};
 #[cfg(feature = "futures-io")]
 pub use framing::futures_framing;
 #[cfg(feature = "tokio")]
