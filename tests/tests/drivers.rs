@@ -1,6 +1,8 @@
 //! One behaviour suite for every driver: the same scenarios, written once for the async drivers (over
 //! `tern_async`) and once for mio, run for every (client driver, server driver) pair of tokio, async-std,
-//! smol and mio — the four same-driver pairs and the twelve cross pairs.
+//! smol and mio — the four same-driver pairs and the twelve cross pairs — and for the simulation runtime
+//! (`tern-sim`), both ends on one simulated network on virtual time (its sockets reach no real peer, so
+//! it pairs only with itself).
 //!
 //! - `drivers/proto.rs`: the fixed protocol every test server speaks (paths, commands on streams, reports).
 //! - `drivers/async_side.rs`: the server and the client scenarios for tokio, async-std and smol.
@@ -25,10 +27,13 @@ mod repro;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
+use futures_lite::FutureExt;
 use tern::Config;
 use tern_async_std::AsyncIoRuntime;
+use tern_sim::{LinkConfig, SimRuntime};
 
 /// The bound on one step of a scenario (a connect, a stream read, a close).
 pub const STEP: Duration = Duration::from_secs(10);
@@ -44,6 +49,8 @@ pub enum Driver {
     Smol,
     /// `tern-mio`: the test owns the loop.
     Mio,
+    /// `tern-async` on `tern_sim::SimRuntime`: a seeded network on virtual time (same-driver pair only).
+    Sim,
 }
 
 /// The scenarios, in the order they run.
@@ -99,6 +106,8 @@ pub enum Exec {
     AsyncStd,
     /// smol's global executor.
     Smol,
+    /// A simulation runtime; its tasks run inside its `block_on`, on the thread that calls it.
+    Sim(SimRuntime),
 }
 
 impl Exec {
@@ -112,15 +121,18 @@ impl Exec {
                 async_std::task::spawn(f);
             }
             Exec::Smol => smol::spawn(f).detach(),
+            Exec::Sim(sim) => tern_async::Runtime::spawn(sim, Box::pin(f)),
         }
     }
 
-    /// Runs `f` to completion on this thread.
+    /// Runs `f` to completion on this thread. On a simulation this ends the simulation (the tasks still
+    /// running are dropped), so [`run_sim`] runs a whole suite in one call.
     pub fn block_on<T>(&self, f: impl Future<Output = T>) -> T {
         match self {
             Exec::Tokio(h) => h.block_on(f),
             Exec::AsyncStd => async_std::task::block_on(f),
             Exec::Smol => smol::block_on(f),
+            Exec::Sim(sim) => sim.block_on(SIM_LIMIT, f).unwrap_or_else(|e| panic!("{e}")),
         }
     }
 
@@ -146,6 +158,8 @@ impl Exec {
             )
             .expect("smol endpoint")
             .into_inner(),
+            Exec::Sim(sim) => tern_async::Endpoint::bind(Arc::new(sim.clone()), config, addr)
+                .expect("simulated endpoint"),
         }
     }
 }
@@ -234,18 +248,27 @@ fn panic_message(e: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "(a panic without a message)".into())
 }
 
-/// Runs every scenario with a `client` driver against a `server` driver.
-fn run_pair(client: Driver, server: Driver) {
-    init_log();
-    let pair = format!("{client:?} client -> {server:?} server");
+/// The server's and the client's configurations (with qlog when `TERN_TEST_QLOG` is set).
+fn configs() -> (Config, Config) {
     let cert = tern_tests::dev_cert();
     let server_cfg =
         tern_tests::fast(Config::new().with_certificate_pem(cert.cert_pem, cert.key_pem));
     let client_cfg = tern_tests::fast(Config::new().with_certificate_hashes(vec![cert.sha256]));
-    let (server_cfg, client_cfg) = match std::env::var("TERN_TEST_QLOG") {
+    match std::env::var("TERN_TEST_QLOG") {
         Ok(dir) => (with_qlog(server_cfg, &dir), with_qlog(client_cfg, &dir)),
         Err(_) => (server_cfg, client_cfg),
-    };
+    }
+}
+
+/// Runs every scenario with a `client` driver against a `server` driver.
+fn run_pair(client: Driver, server: Driver) {
+    if client == Driver::Sim || server == Driver::Sim {
+        assert_eq!(client, server, "the simulation pairs only with itself");
+        return run_sim();
+    }
+    init_log();
+    let pair = format!("{client:?} client -> {server:?} server");
+    let (server_cfg, client_cfg) = configs();
 
     let tokio_rt = (client == Driver::Tokio || server == Driver::Tokio).then(|| {
         tokio::runtime::Builder::new_multi_thread()
@@ -261,6 +284,7 @@ fn run_pair(client: Driver, server: Driver) {
         Driver::AsyncStd => Some(Exec::AsyncStd),
         Driver::Smol => Some(Exec::Smol),
         Driver::Mio => None,
+        Driver::Sim => unreachable!("run_sim runs the simulation"),
     };
 
     let (report_tx, report_rx) = smol::channel::unbounded();
@@ -330,6 +354,81 @@ fn run_pair(client: Driver, server: Driver) {
     );
 }
 
+/// The bound on a whole simulated run, in virtual time (each step is still bounded by [`STEP`]).
+const SIM_LIMIT: Duration = Duration::from_secs(3600);
+
+/// Every scenario with both ends on one [`SimRuntime`]: the server, its tasks and the client scenarios
+/// all run inside one `block_on` on virtual time, over links of 1 ms latency (`TERN_SIM_SEED` picks the
+/// network's seed). Each scenario reports its virtual and its wall time.
+///
+/// All twelve scenarios run. `ConnectTimeout`'s silent peer is a real socket the simulation knows
+/// nothing of: packets to it are dropped, as a silent peer's would be, and its 1 s timeout is measured
+/// on virtual time.
+fn run_sim() {
+    init_log();
+    let pair = "Sim client -> Sim server";
+    let (server_cfg, client_cfg) = configs();
+    let seed = tern_sim::seed_from_env(1);
+    let sim = SimRuntime::new(seed, LinkConfig::with_latency(Duration::from_millis(1)));
+    let exec = Exec::Sim(sim.clone());
+    let _timers = async_side::SimTimers::install(Arc::new(sim.clone()));
+    // Bound and never read; the simulation has no socket at its address, so it drops what is sent there.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("silent socket");
+    let silent_addr = silent.local_addr().unwrap();
+    let wall = Instant::now();
+    let (failures, virtual_total) = sim
+        .block_on(SIM_LIMIT, async {
+            let start = Instant::now();
+            let (report_tx, report_rx) = smol::channel::unbounded();
+            let server = exec.endpoint(server_cfg);
+            async_side::serve(exec.clone(), server.clone(), report_tx);
+            let ep = exec.endpoint(client_cfg);
+            let c = async_side::Client {
+                ep: &ep,
+                server: server.local_addr(),
+                reports: &report_rx,
+                silent: silent_addr,
+            };
+            let mut failures = Vec::new();
+            for scenario in SCENARIOS {
+                // Inside the simulation `Instant` is virtual; `SystemTime` stays the wall clock.
+                let (virt, wall_start) = (Instant::now(), SystemTime::now());
+                let r = AssertUnwindSafe(c.run(scenario)).catch_unwind().await;
+                let took = (virt.elapsed(), wall_start.elapsed().unwrap_or_default());
+                match r {
+                    Ok(()) => eprintln!(
+                        "[{pair}] {scenario:?}: ok (virtual {:.2?}, wall {:.2?})",
+                        took.0, took.1
+                    ),
+                    Err(e) => {
+                        let msg = panic_message(&*e);
+                        eprintln!(
+                            "[{pair}] {scenario:?}: FAILED after virtual {:.2?}: {msg}",
+                            took.0
+                        );
+                        failures.push(format!("{scenario:?}: {msg}"));
+                    }
+                }
+            }
+            ep.close(tern::code::H3_NO_ERROR, "client done");
+            server.close(tern::code::H3_NO_ERROR, "server stopped");
+            (failures, start.elapsed())
+        })
+        .unwrap_or_else(|e| panic!("[{pair}] {e}"));
+    eprintln!(
+        "[{pair}] {} scenarios in virtual {virtual_total:.2?}, wall {:.2?} (seed {seed})",
+        SCENARIOS.len(),
+        wall.elapsed()
+    );
+    assert!(
+        failures.is_empty(),
+        "[{pair}] {} of {} scenarios failed (seed {seed}):\n  {}",
+        failures.len(),
+        SCENARIOS.len(),
+        failures.join("\n  ")
+    );
+}
+
 macro_rules! pairs {
     ($($name:ident: $client:ident -> $server:ident,)*) => {
         $(
@@ -358,4 +457,5 @@ pairs! {
     mio_to_async_std: Mio -> AsyncStd,
     mio_to_smol: Mio -> Smol,
     mio_to_mio: Mio -> Mio,
+    sim_to_sim: Sim -> Sim,
 }

@@ -1,14 +1,18 @@
 //! The server and the client scenarios for the async drivers, written once over `tern_async` and run on
-//! tokio, async-std and smol alike. Timeouts use `async_io::Timer`, which works under every executor.
+//! tokio, async-std, smol and the simulation runtime alike. Timeouts use [`sleep`]: `async_io::Timer`,
+//! which works under every real executor, or the simulation's own timers on a thread that runs one.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
+use tern_async::Runtime;
 use tern_async::{
     ConnectError, ConnectOptions, Endpoint, ReadError, RecvStream, SendStream, Session,
     SessionCloseReason, WriteError,
@@ -19,10 +23,48 @@ use super::proto::{
 };
 use super::{Exec, Scenario, STEP};
 
+thread_local! {
+    /// The simulation runtime driving this thread, if any. Its time is virtual, so timeouts must be its
+    /// timers: `async_io`'s reactor thread keeps the wall clock and would never wake the simulation.
+    static SIM_TIMERS: RefCell<Option<Arc<dyn Runtime>>> = const { RefCell::new(None) };
+}
+
+/// While alive, [`sleep`] on this thread uses the timers of the simulation runtime given to
+/// [`SimTimers::install`].
+pub struct SimTimers(());
+
+impl SimTimers {
+    /// Routes this thread's [`sleep`]s to `rt` until the returned guard is dropped.
+    pub fn install(rt: Arc<dyn Runtime>) -> Self {
+        SIM_TIMERS.with(|t| *t.borrow_mut() = Some(rt));
+        SimTimers(())
+    }
+}
+
+impl Drop for SimTimers {
+    fn drop(&mut self) {
+        SIM_TIMERS.with(|t| *t.borrow_mut() = None);
+    }
+}
+
+/// Waits `d`: on the simulation's virtual time on a thread with [`SimTimers`], on the wall clock
+/// (`async_io::Timer`) elsewhere.
+pub async fn sleep(d: Duration) {
+    match SIM_TIMERS.with(|t| t.borrow().clone()) {
+        Some(rt) => {
+            let mut timer = rt.new_timer(Instant::now() + d);
+            std::future::poll_fn(|cx| tern_async::AsyncTimer::poll(timer.as_mut(), cx)).await
+        }
+        None => {
+            async_io::Timer::after(d).await;
+        }
+    }
+}
+
 /// Runs `f`, panicking with `what` if it takes longer than `limit`.
 pub async fn within_for<T>(limit: Duration, what: &str, f: impl Future<Output = T>) -> T {
     future::or(async { Some(f.await) }, async {
-        async_io::Timer::after(limit).await;
+        sleep(limit).await;
         None
     })
     .await
@@ -329,7 +371,7 @@ impl Client<'_> {
             s.send_datagram(&d).expect("send_datagram");
             sent.push(d);
             let got = future::or(async { Some(s.recv_datagram().await) }, async {
-                async_io::Timer::after(Duration::from_millis(100)).await;
+                sleep(Duration::from_millis(100)).await;
                 None
             })
             .await;
