@@ -48,6 +48,9 @@ pub enum CertError {
     /// The validity does not fit.
     #[error("invalid validity {0:?}")]
     Validity(Duration),
+    /// A PEM text held no certificate (or could not be parsed).
+    #[error("no certificate in the PEM text: {0}")]
+    Pem(String),
     /// Writing a file failed.
     #[error("writing {path}: {error}")]
     Write {
@@ -169,4 +172,60 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
     out
+}
+
+/// SHA-256 of the DER encoding of the first certificate in a PEM text (a chain file's leaf): the hash
+/// clients pin and the one [`listening_banner`] prints.
+///
+/// ```
+/// let cert = tern_app::generate_self_signed_cert(&["localhost"]).unwrap();
+/// let hash = tern_app::certificate_sha256_pem(cert.cert_pem.as_bytes()).unwrap();
+/// assert_eq!(hash, cert.sha256);
+/// ```
+pub fn certificate_sha256_pem(pem_text: &[u8]) -> Result<[u8; 32], CertError> {
+    let blocks = pem::parse_many(pem_text).map_err(|e| CertError::Pem(e.to_string()))?;
+    blocks
+        .iter()
+        .find(|b| b.tag() == "CERTIFICATE")
+        .map(|b| sha256(b.contents()))
+        .ok_or_else(|| CertError::Pem("no CERTIFICATE block".into()))
+}
+
+/// Lower-case hex of bytes (a certificate hash as `--cert-hash` takes it).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses a SHA-256 given as 64 hex digits, with or without `:` separators.
+///
+/// ```
+/// let colons = vec!["ab"; 32].join(":");
+/// assert_eq!(tern_app::parse_sha256_hex(&colons).unwrap(), [0xab; 32]);
+/// assert_eq!(tern_app::parse_sha256_hex(&"01".repeat(32)).unwrap(), [0x01; 32]);
+/// assert!(tern_app::parse_sha256_hex("xyz").is_err());
+/// ```
+pub fn parse_sha256_hex(text: &str) -> Result<[u8; 32], String> {
+    let digits: Vec<u8> = text.bytes().filter(|b| *b != b':').collect();
+    if digits.len() != 64 {
+        return Err(format!(
+            "a SHA-256 is 64 hex digits; {text:?} has {}",
+            digits.len()
+        ));
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in digits.chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair).map_err(|_| format!("{text:?} is not hex"))?;
+        out[i] = u8::from_str_radix(s, 16).map_err(|_| format!("{text:?} is not hex"))?;
+    }
+    Ok(out)
+}
+
+/// The first line every Tern server prints, `tern serve` and the examples alike, so scripts can wait for
+/// it and read the address and the certificate hash from it:
+/// `listening on https://127.0.0.1:4433/ (certificate sha-256: HEX)`.
+pub fn listening_banner(addr: std::net::SocketAddr, sha256: Option<&[u8; 32]>) -> String {
+    match sha256 {
+        Some(h) => format!("listening on https://{addr}/ (certificate sha-256: {})", hex(h)),
+        None => format!("listening on https://{addr}/"),
+    }
 }

@@ -139,9 +139,11 @@ pub use server::{
 };
 
 pub use cert::{
-    generate_self_signed_cert, generate_self_signed_cert_with, sha256, CertError, SelfSignedCert,
-    DEFAULT_CERT_VALIDITY,
+    certificate_sha256_pem, generate_self_signed_cert, generate_self_signed_cert_with, hex,
+    listening_banner, parse_sha256_hex, sha256, CertError, SelfSignedCert, DEFAULT_CERT_VALIDITY,
 };
+#[cfg(feature = "tokio")]
+pub use run::tokio_shutdown_signal;
 pub use client::{
     Alert, AlertKind, Backoff, Browser, Client, ClientConfig, ClientError, ClientMonitor,
     ClientPool, ClientState, ClientStats, Diagnosis, Finding, MonitorConfig, PoolConfig, PoolStats,

@@ -43,7 +43,7 @@ impl ServerApp {
     /// ```
     #[cfg(feature = "tokio")]
     pub async fn run_tokio(self, addr: SocketAddr, config: Config) -> std::io::Result<ServeReport> {
-        let signal = tokio_signal()?;
+        let signal = tokio_shutdown_signal()?;
         let endpoint = tern_tokio::Endpoint::server(addr, config)?.into_inner();
         self.run_until(endpoint, signal).await
     }
@@ -121,9 +121,12 @@ impl ServerApp {
     }
 }
 
-/// Ctrl-C or SIGTERM under tokio (registered now, so a signal that comes early is not missed).
+/// Completes at the first SIGINT (Ctrl-C) or SIGTERM (feature `tokio`), logging which: the stop signal
+/// [`ServerApp::run_tokio`] uses, for [`ServerApp::run_until`] with an endpoint bound by the caller. The
+/// handlers are registered now, so a signal that comes early is not missed. Must be called inside a tokio
+/// runtime.
 #[cfg(feature = "tokio")]
-fn tokio_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+pub fn tokio_shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

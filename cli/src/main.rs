@@ -206,7 +206,7 @@ async fn serve_cmd(
         Ok(e) => e,
         Err(e) => return fail(format!("cannot listen on {listen}: {e}")),
     };
-    println!("{}", serve::banner(endpoint.local_addr(), hash.as_ref()));
+    println!("{}", tern_app::listening_banner(endpoint.local_addr(), hash.as_ref()));
     let _web = match web {
         None => None,
         Some(addr) => {
@@ -286,7 +286,7 @@ async fn demo_cmd() -> ExitCode {
     let addr = server.local_addr();
     println!(
         "tern demo: echo server {}",
-        serve::banner(addr, Some(&cert.sha256))
+        tern_app::listening_banner(addr, Some(&cert.sha256))
     );
     let stats = Arc::new(serve::ServeStats::default());
     tokio::spawn(serve::run(server.clone(), stats, true));

@@ -291,17 +291,6 @@ async fn unis(session: Session, ctx: Arc<Ctx>) {
     }
 }
 
-/// The line `tern serve` prints when it is ready.
-pub fn banner(addr: SocketAddr, sha256: Option<&[u8; 32]>) -> String {
-    match sha256 {
-        Some(h) => format!(
-            "listening on https://{addr}/ (certificate sha-256: {})",
-            crate::cert::hex(h)
-        ),
-        None => format!("listening on https://{addr}/"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -183,11 +183,8 @@ impl Config {
         chain: impl AsRef<Path>,
         key: impl AsRef<Path>,
     ) -> Result<Self, ConfigError> {
-        let read = |p: &Path| {
-            std::fs::read(p).map_err(|e| ConfigError::Certificate(format!("{}: {e}", p.display())))
-        };
-        let c = read(chain.as_ref())?;
-        let k = read(key.as_ref())?;
+        let c = read_pem(chain.as_ref())?;
+        let k = read_pem(key.as_ref())?;
         Ok(self.with_certificate_pem(c, k))
     }
 
@@ -207,10 +204,7 @@ impl Config {
 
     /// Trust the CA certificates in this PEM file in addition to the system roots.
     pub fn with_ca_file(self, path: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        let p = path.as_ref();
-        let pem = std::fs::read(p)
-            .map_err(|e| ConfigError::Certificate(format!("{}: {e}", p.display())))?;
-        Ok(self.with_ca_pem(pem))
+        Ok(self.with_ca_pem(read_pem(path.as_ref())?))
     }
 
     /// Pin server certificates by the SHA-256 of their DER encoding (browsers' `serverCertificateHashes`).
@@ -489,4 +483,9 @@ impl Config {
         }
         Ok(q)
     }
+}
+
+/// Reads a PEM file; an unreadable file is a certificate error naming the path.
+pub(crate) fn read_pem(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|e| ConfigError::Certificate(format!("{}: {e}", path.display())))
 }

@@ -202,6 +202,33 @@ impl Endpoint {
         })
     }
 
+    /// Replaces the server certificate chain and private key (PEM) for connections accepted from now on;
+    /// connections already open keep the certificate they were made with. This is how a server picks up a
+    /// renewed certificate without a restart (e.g. on SIGHUP). On error (unreadable PEM, a key that does not
+    /// match the certificate) nothing changes. Also turns a client-only endpoint into one that accepts.
+    pub fn set_certificate_pem(
+        &mut self,
+        chain_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Result<(), ConfigError> {
+        let config = (*self.cfg).clone().with_certificate_pem(chain_pem, key_pem);
+        let server_quic = config.build_quic(true)?;
+        self.server_quic = Some(server_quic);
+        self.cfg = Arc::new(config);
+        Ok(())
+    }
+
+    /// [`set_certificate_pem`](Self::set_certificate_pem) with the chain and key read from files now.
+    pub fn set_certificate_files(
+        &mut self,
+        chain: impl AsRef<std::path::Path>,
+        key: impl AsRef<std::path::Path>,
+    ) -> Result<(), ConfigError> {
+        let chain = crate::config::read_pem(chain.as_ref())?;
+        let key = crate::config::read_pem(key.as_ref())?;
+        self.set_certificate_pem(chain, key)
+    }
+
     /// True when the endpoint accepts incoming connections.
     pub fn is_server(&self) -> bool {
         self.server_quic.is_some()

@@ -200,6 +200,31 @@ impl Endpoint {
         st.core.set_accepting(accepting);
     }
 
+    /// Replaces the server certificate chain and private key (PEM) for connections accepted from now on
+    /// (open connections keep theirs): a renewed certificate without a restart. On error nothing changes.
+    pub fn set_certificate_pem(
+        &self,
+        chain_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Result<(), tern::ConfigError> {
+        self.shared()
+            .lock()
+            .core
+            .set_certificate_pem(chain_pem, key_pem)
+    }
+
+    /// [`set_certificate_pem`](Self::set_certificate_pem) with the chain and key read from files now.
+    pub fn set_certificate_files(
+        &self,
+        chain: impl AsRef<std::path::Path>,
+        key: impl AsRef<std::path::Path>,
+    ) -> Result<(), tern::ConfigError> {
+        self.shared()
+            .lock()
+            .core
+            .set_certificate_files(chain, key)
+    }
+
     /// Sends GOAWAY on every connection: peers open no new sessions; existing ones go on.
     pub fn goaway(&self) {
         let mut st = self.shared().lock();

@@ -1,0 +1,191 @@
+//! What every example server and client shares: the command-line options (`--listen`, `--cert` / `--key`,
+//! `--cert-hash` / `--ca` / `--insecure`), the first line a server prints, logging, and reading the server's
+//! address and certificate hash back from that line (for tests and scripts).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tern_app::{Client, ClientConfig, ClientError};
+use tern_async::Config;
+
+/// The address every example server listens on unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:4433";
+
+/// Options every example server takes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// UDP address to listen on (port 0 picks a free port; the first line printed says which).
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Certificate chain (PEM). Without `--cert` and `--key` a development certificate is generated
+    /// (self-signed ECDSA P-256, valid 10 days, for `localhost` and the listening address); clients pin it
+    /// with the hash printed at start.
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) for `--cert`.
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+}
+
+/// A server's TLS set-up: the endpoint configuration and the SHA-256 of the certificate it serves.
+pub struct ServerTls {
+    /// Endpoint configuration with the certificate.
+    pub config: Config,
+    /// SHA-256 of the certificate's DER encoding (printed, and pinned by clients).
+    pub sha256: [u8; 32],
+}
+
+impl ServerArgs {
+    /// Loads `--cert` / `--key`, or generates a development certificate.
+    pub fn tls(&self) -> Result<ServerTls, String> {
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                let chain = std::fs::read(cert)
+                    .map_err(|e| format!("reading --cert {}: {e}", cert.display()))?;
+                let sha256 = tern_app::certificate_sha256_pem(&chain)
+                    .map_err(|e| format!("--cert {}: {e}", cert.display()))?;
+                let config = Config::new()
+                    .with_certificate_files(cert, key)
+                    .map_err(|e| e.to_string())?;
+                Ok(ServerTls { config, sha256 })
+            }
+            _ => {
+                let mut names = vec!["localhost".to_string()];
+                let ip = self.listen.ip();
+                if !ip.is_unspecified() {
+                    names.push(ip.to_string());
+                }
+                names.push("127.0.0.1".into());
+                names.push("::1".into());
+                names.dedup();
+                let cert = tern_app::generate_self_signed_cert(&names)
+                    .map_err(|e| format!("development certificate: {e}"))?;
+                Ok(ServerTls {
+                    config: cert.server_config(),
+                    sha256: cert.sha256,
+                })
+            }
+        }
+    }
+
+    /// Binds a tokio server endpoint with [`tls`](Self::tls) (and `tune` applied to the configuration)
+    /// and prints the banner ([`tern_app::listening_banner`]) with the bound address.
+    pub fn bind(
+        &self,
+        tune: impl FnOnce(Config) -> Config,
+    ) -> Result<(tern_async::Endpoint, [u8; 32]), String> {
+        let tls = self.tls()?;
+        let endpoint = tern_tokio::Endpoint::server(self.listen, tune(tls.config))
+            .map_err(|e| format!("binding {}: {e}", self.listen))?
+            .into_inner();
+        println!(
+            "{}",
+            tern_app::listening_banner(endpoint.local_addr(), Some(&tls.sha256))
+        );
+        Ok((endpoint, tls.sha256))
+    }
+}
+
+/// How a client checks the server's certificate (the system's roots by default).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ClientArgs {
+    /// Accept the server certificate with this SHA-256 (hex, as the server prints it); repeatable.
+    #[arg(long = "cert-hash")]
+    pub cert_hash: Vec<String>,
+    /// Trust the CA certificates in this PEM file (besides the system's roots).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Accept any certificate. Development only: anyone on the path can read and change the traffic.
+    #[arg(long)]
+    pub insecure: bool,
+    /// How long to wait for the session (seconds).
+    #[arg(long, default_value_t = 10.0)]
+    pub connect_timeout: f64,
+}
+
+impl ClientArgs {
+    /// The tern-app client configuration these options describe.
+    pub fn client_config(&self) -> Result<ClientConfig, String> {
+        let chosen = [!self.cert_hash.is_empty(), self.ca.is_some(), self.insecure]
+            .iter()
+            .filter(|x| **x)
+            .count();
+        if chosen > 1 {
+            return Err("choose one of --cert-hash, --ca and --insecure".into());
+        }
+        let mut config = ClientConfig::new()
+            .connect_timeout(Duration::from_secs_f64(self.connect_timeout.max(0.001)));
+        if !self.cert_hash.is_empty() {
+            let hashes = self
+                .cert_hash
+                .iter()
+                .map(|h| tern_app::parse_sha256_hex(h).map_err(|e| format!("--cert-hash: {e}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            config = config.certificate_hashes(hashes);
+        } else if let Some(ca) = &self.ca {
+            config = config.ca_file(ca.clone());
+        } else if self.insecure {
+            config = config.insecure_skip_verification();
+        }
+        Ok(config)
+    }
+
+    /// A tern-app [`Client`] on the current tokio runtime.
+    pub fn client(&self) -> Result<Client, String> {
+        let runtime = tern_tokio::TokioRuntime::current().map_err(|e| e.to_string())?;
+        Client::new(Arc::new(runtime), self.client_config()?).map_err(|e| e.to_string())
+    }
+
+    /// Connects to `url` ([`client`](Self::client) then [`Client::connect`]).
+    pub async fn connect(&self, url: &str) -> Result<(Client, tern_async::Session), ClientError> {
+        let client = self
+            .client()
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        let session = client.connect(url).await?;
+        Ok((client, session))
+    }
+}
+
+/// Logs to stderr at `info` (or `RUST_LOG`), with a timestamp.
+pub fn init_logging() {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .try_init();
+}
+
+/// Reads a banner line back: the address and the certificate hash (hex). `None` for any other line.
+pub fn parse_banner(line: &str) -> Option<(SocketAddr, String)> {
+    let rest = line.strip_prefix("listening on https://")?;
+    let (addr, rest) = rest.split_once("/ (certificate sha-256: ")?;
+    let hash = rest.strip_suffix(')')?;
+    Some((addr.parse().ok()?, hash.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn banner_round_trip() {
+        let addr: SocketAddr = "127.0.0.1:4433".parse().unwrap();
+        let line = tern_app::listening_banner(addr, Some(&[0xab; 32]));
+        assert_eq!(parse_banner(&line), Some((addr, "ab".repeat(32))));
+        assert_eq!(parse_banner("hello"), None);
+    }
+
+    #[test]
+    fn one_verification_at_a_time() {
+        let args = ClientArgs {
+            cert_hash: vec!["00".repeat(32)],
+            insecure: true,
+            ..Default::default()
+        };
+        assert!(args.client_config().unwrap_err().contains("choose one"));
+        let bad = ClientArgs {
+            cert_hash: vec!["zz".into()],
+            ..Default::default()
+        };
+        assert!(bad.client_config().unwrap_err().contains("--cert-hash"));
+    }
+}
