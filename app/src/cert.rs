@@ -225,7 +225,10 @@ pub fn parse_sha256_hex(text: &str) -> Result<[u8; 32], String> {
 /// `listening on https://127.0.0.1:4433/ (certificate sha-256: HEX)`.
 pub fn listening_banner(addr: std::net::SocketAddr, sha256: Option<&[u8; 32]>) -> String {
     match sha256 {
-        Some(h) => format!("listening on https://{addr}/ (certificate sha-256: {})", hex(h)),
+        Some(h) => format!(
+            "listening on https://{addr}/ (certificate sha-256: {})",
+            hex(h)
+        ),
         None => format!("listening on https://{addr}/"),
     }
 }

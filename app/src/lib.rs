@@ -132,7 +132,7 @@ pub use middleware::{
     SessionLimit,
 };
 pub use registry::{BroadcastReport, Registry};
-pub use request::{PatternError, Request};
+pub use request::{PatternError, Request, RoutePattern};
 pub use server::{
     ServeReport, ServerApp, ShutdownHandle, DEFAULT_SHUTDOWN_GRACE, FALLBACK_ROUTE, PANIC_CODE,
     SHUTDOWN_CODE,
@@ -142,14 +142,14 @@ pub use cert::{
     certificate_sha256_pem, generate_self_signed_cert, generate_self_signed_cert_with, hex,
     listening_banner, parse_sha256_hex, sha256, CertError, SelfSignedCert, DEFAULT_CERT_VALIDITY,
 };
-#[cfg(feature = "tokio")]
-pub use run::tokio_shutdown_signal;
 pub use client::{
     Alert, AlertKind, Backoff, Browser, Client, ClientConfig, ClientError, ClientMonitor,
     ClientPool, ClientState, ClientStats, Diagnosis, Finding, MonitorConfig, PoolConfig, PoolStats,
     PooledSession, ReconnectConfig, ReconnectEvent, ReconnectingClient, RetryPolicy, Sample,
     SessionPool, Severity, Verification,
 };
+#[cfg(feature = "tokio")]
+pub use run::tokio_shutdown_signal;
 pub use tools::{
     benchmark, benchmark_with, test_connectivity, test_connectivity_with, BenchmarkOptions,
     BenchmarkReport, ConnectivityOptions, ConnectivityReport, Latency,

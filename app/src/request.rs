@@ -139,9 +139,18 @@ enum Segment {
     Param(String),
 }
 
-/// A parsed route pattern: `/chat`, `/rooms/{id}`, `/rooms/{id}/members/{member}`.
+/// A parsed route pattern: `/chat`, `/rooms/{id}`, `/rooms/{id}/members/{member}`: what
+/// [`ServerApp::route`](crate::ServerApp::route) matches session paths with, public for applications that
+/// route their own messages the same way (the HTTP-like example routes requests inside a session).
+///
+/// ```
+/// let p = tern_app::RouteRoutePattern::parse("/api/items/{id}").unwrap();
+/// assert_eq!(p.matches("/api/items/7").unwrap()["id"], "7");
+/// assert!(p.matches("/api/items").is_none());
+/// assert!(tern_app::RouteRoutePattern::parse("items").is_err());
+/// ```
 #[derive(Clone, Debug)]
-pub(crate) struct Pattern {
+pub struct RoutePattern {
     text: String,
     segments: Vec<Segment>,
 }
@@ -156,8 +165,9 @@ pub struct PatternError {
     pub reason: &'static str,
 }
 
-impl Pattern {
-    pub(crate) fn parse(text: &str) -> Result<Self, PatternError> {
+impl RoutePattern {
+    /// Parses a pattern: it starts with `/`; a segment `{name}` is a parameter.
+    pub fn parse(text: &str) -> Result<Self, PatternError> {
         let err = |reason| PatternError {
             pattern: text.to_string(),
             reason,
@@ -192,7 +202,8 @@ impl Pattern {
         })
     }
 
-    pub(crate) fn text(&self) -> &str {
+    /// The pattern as written.
+    pub fn text(&self) -> &str {
         &self.text
     }
 
@@ -202,8 +213,8 @@ impl Pattern {
             .all(|s| matches!(s, Segment::Literal(_)))
     }
 
-    /// The parameters when `path` (without query) matches.
-    pub(crate) fn matches(&self, path: &str) -> Option<HashMap<String, String>> {
+    /// The parameters (percent-decoded) when `path` (without query) matches.
+    pub fn matches(&self, path: &str) -> Option<HashMap<String, String>> {
         let rest = path.strip_prefix('/')?;
         let parts: Vec<&str> = rest.split('/').collect();
         if parts.len() != self.segments.len() {
@@ -230,18 +241,24 @@ mod tests {
 
     #[test]
     fn patterns_match_and_extract() {
-        let p = Pattern::parse("/rooms/{id}/m/{who}").unwrap();
+        let p = RoutePattern::parse("/rooms/{id}/m/{who}").unwrap();
         let m = p.matches("/rooms/7/m/a%20b").unwrap();
         assert_eq!(m["id"], "7");
         assert_eq!(m["who"], "a b");
         assert!(p.matches("/rooms/7/m").is_none());
         assert!(p.matches("/rooms//m/x").is_none());
-        assert!(Pattern::parse("/chat").unwrap().matches("/chat").is_some());
-        assert!(Pattern::parse("/chat").unwrap().matches("/chat/").is_none());
-        assert!(Pattern::parse("chat").is_err());
-        assert!(Pattern::parse("/a/{x").is_err());
-        assert!(Pattern::parse("/a/{x}/{x}").is_err());
-        assert!(Pattern::parse("/a/x{y}").is_err());
+        assert!(RoutePattern::parse("/chat")
+            .unwrap()
+            .matches("/chat")
+            .is_some());
+        assert!(RoutePattern::parse("/chat")
+            .unwrap()
+            .matches("/chat/")
+            .is_none());
+        assert!(RoutePattern::parse("chat").is_err());
+        assert!(RoutePattern::parse("/a/{x").is_err());
+        assert!(RoutePattern::parse("/a/{x}/{x}").is_err());
+        assert!(RoutePattern::parse("/a/x{y}").is_err());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tern_async::{Endpoint, EventsError, Headers, IncomingSession, Runtime, Sessi
 use crate::metrics::{close_label, Metrics};
 use crate::middleware::{FnMiddleware, Middleware, Rejection};
 use crate::registry::Registry;
-use crate::request::{Pattern, PatternError, Request};
+use crate::request::{PatternError, Request, RoutePattern};
 use crate::rt::race;
 use crate::util::{lock, yield_now, Sleep};
 
@@ -39,7 +39,7 @@ type Hook = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>;
 /// A WebTransport server application: routes, middleware, lifecycle hooks and a session registry, run
 /// over any driver's [`Endpoint`] with [`serve`](Self::serve).
 pub struct ServerApp {
-    routes: Vec<(Pattern, Handler)>,
+    routes: Vec<(RoutePattern, Handler)>,
     fallback: Option<Handler>,
     middleware: Vec<Arc<dyn Middleware>>,
     // In mutexes only so that the app is `Sync` (hooks need just `Send`).
@@ -133,7 +133,7 @@ impl ServerApp {
         F: Fn(Session, Request) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let p = Pattern::parse(pattern)?;
+        let p = RoutePattern::parse(pattern)?;
         let h: Handler = Arc::new(move |s, r| Box::pin(handler(s, r)));
         self.routes.push((p, h));
         Ok(self)
@@ -254,7 +254,7 @@ impl ServerApp {
         &self,
         path: &str,
     ) -> Option<(
-        &Pattern,
+        &RoutePattern,
         &Handler,
         std::collections::HashMap<String, String>,
     )> {

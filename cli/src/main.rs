@@ -206,7 +206,10 @@ async fn serve_cmd(
         Ok(e) => e,
         Err(e) => return fail(format!("cannot listen on {listen}: {e}")),
     };
-    println!("{}", tern_app::listening_banner(endpoint.local_addr(), hash.as_ref()));
+    println!(
+        "{}",
+        tern_app::listening_banner(endpoint.local_addr(), hash.as_ref())
+    );
     let _web = match web {
         None => None,
         Some(addr) => {

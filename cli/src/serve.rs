@@ -1,6 +1,5 @@
 //! `tern serve`: the echo server.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 

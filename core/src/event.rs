@@ -28,6 +28,27 @@ impl SessionId {
     }
 }
 
+/// `c3` for connection 3 (as logs print it).
+impl std::fmt::Display for ConnectionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "c{}", self.0)
+    }
+}
+
+/// `c3/s0`: connection 3, CONNECT stream 0 (as logs print it).
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/s{}", self.conn, self.stream)
+    }
+}
+
+/// `c3/4`: connection 3, QUIC stream 4 (as logs print it).
+impl std::fmt::Display for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.conn, self.id)
+    }
+}
+
 /// A WebTransport stream: its connection and QUIC stream id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StreamId {

@@ -162,6 +162,87 @@ pub fn parse_banner(line: &str) -> Option<(SocketAddr, String)> {
     Some((addr.parse().ok()?, hash.to_string()))
 }
 
+/// An example server run as a child process (for tests and scripts): started with its arguments, its
+/// banner read back, killed when dropped. Its stdout after the banner and its stderr are inherited.
+pub struct ServerProcess {
+    child: std::process::Child,
+    /// The address from the banner.
+    pub addr: SocketAddr,
+    /// The certificate hash from the banner (hex).
+    pub cert_hash: String,
+}
+
+impl ServerProcess {
+    /// Starts `program` with `args` and waits (up to 60 s) for its banner.
+    pub fn start(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Result<Self, String> {
+        use std::io::BufRead;
+        let program = program.as_ref();
+        let mut child = std::process::Command::new(program)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("starting {program:?}: {e}"))?;
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            let first = lines.next();
+            let _ = tx.send(first);
+            // Keep draining so the server never blocks on a full pipe.
+            for line in lines.map_while(Result::ok) {
+                println!("{line}");
+            }
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Some(Ok(line))) => line,
+            other => {
+                let _ = child.kill();
+                return Err(format!("{program:?} printed no banner: {other:?}"));
+            }
+        };
+        let Some((addr, cert_hash)) = parse_banner(&line) else {
+            let _ = child.kill();
+            return Err(format!("{program:?}: not a banner: {line:?}"));
+        };
+        Ok(Self {
+            child,
+            addr,
+            cert_hash,
+        })
+    }
+
+    /// The server's URL for `path` (which starts with `/`).
+    pub fn url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.addr)
+    }
+
+    /// Client options pinning this server's certificate.
+    pub fn client_args(&self) -> ClientArgs {
+        ClientArgs {
+            cert_hash: vec![self.cert_hash.clone()],
+            connect_timeout: 10.0,
+            ..Default::default()
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The child process, to signal or wait for it.
+    pub fn child(&mut self) -> &mut std::process::Child {
+        &mut self.child
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -219,10 +219,7 @@ impl Endpoint {
         chain: impl AsRef<std::path::Path>,
         key: impl AsRef<std::path::Path>,
     ) -> Result<(), tern::ConfigError> {
-        self.shared()
-            .lock()
-            .core
-            .set_certificate_files(chain, key)
+        self.shared().lock().core.set_certificate_files(chain, key)
     }
 
     /// Sends GOAWAY on every connection: peers open no new sessions; existing ones go on.
