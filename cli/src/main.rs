@@ -6,7 +6,6 @@
 //! - `tern bench URL`: load: handshakes, bulk throughput, request/response, datagrams.
 
 mod bench;
-mod cert;
 mod connect;
 mod serve;
 mod web;
@@ -109,7 +108,7 @@ fn client_config(v: &Verify) -> Result<Config, String> {
         let hashes = v
             .cert_hash
             .iter()
-            .map(|h| cert::parse_hash(h))
+            .map(|h| tern_app::parse_sha256_hex(h))
             .collect::<Result<Vec<_>, _>>()?;
         return Ok(cfg.with_certificate_hashes(hashes));
     }
@@ -189,11 +188,11 @@ async fn serve_cmd(
                 Err(e) => return fail(format!("{}: {e}", cert.display())),
             };
             match Config::new().with_certificate_files(&cert, &key) {
-                Ok(c) => (c, cert::pem_sha256(&pem)),
+                Ok(c) => (c, tern_app::certificate_sha256_pem(pem.as_bytes()).ok()),
                 Err(e) => return fail(e),
             }
         }
-        _ => match cert::generate(&names, Duration::from_secs(10 * 86_400)) {
+        _ => match tern_app::generate_self_signed_cert(&names) {
             Ok(c) => (
                 Config::new().with_certificate_pem(c.cert_pem, c.key_pem),
                 Some(c.sha256),
@@ -229,7 +228,7 @@ async fn serve_cmd(
             }
             let page = web::page(
                 &web::webtransport_url(endpoint.local_addr()),
-                &cert::hex(&h),
+                &tern_app::hex(&h),
             );
             println!("web page on http://{bound}/");
             Some(AbortOnDrop(tokio::spawn(web::serve(listener, page))))
@@ -275,7 +274,7 @@ async fn connect_cmd(
 
 async fn demo_cmd() -> ExitCode {
     let names = ["localhost".to_string(), "127.0.0.1".to_string()];
-    let cert = match cert::generate(&names, Duration::from_secs(10 * 86_400)) {
+    let cert = match tern_app::generate_self_signed_cert(&names) {
         Ok(c) => c,
         Err(e) => return fail(format!("generating a certificate: {e}")),
     };
