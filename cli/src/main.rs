@@ -8,6 +8,7 @@
 mod bench;
 mod connect;
 mod serve;
+mod trim;
 mod web;
 
 use std::net::SocketAddr;
@@ -236,6 +237,7 @@ async fn serve_cmd(
     };
     let stats = Arc::new(serve::ServeStats::default());
     let server = tokio::spawn(serve::run(endpoint.clone(), stats, false));
+    let _trim = AbortOnDrop(tokio::spawn(trim::watch(endpoint.clone())));
     let _ = tokio::signal::ctrl_c().await;
     eprintln!("tern: shutting down");
     endpoint.close(tern::code::H3_NO_ERROR, "server shutting down");

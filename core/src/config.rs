@@ -90,6 +90,7 @@ pub struct Config {
     pub(crate) max_handshakes: usize,
     pub(crate) retry_above_handshakes: usize,
     pub(crate) request_header_timeout: Duration,
+    pub(crate) session_request_timeout: Duration,
 }
 
 impl fmt::Debug for Config {
@@ -162,6 +163,7 @@ impl Config {
             max_handshakes: 1024,
             retry_above_handshakes: 128,
             request_header_timeout: Duration::from_secs(10),
+            session_request_timeout: Duration::from_secs(10),
         }
     }
 
@@ -303,8 +305,13 @@ impl Config {
         with_max_connections_per_address, max_connections_per_address, usize);
     setter!(
         /// The hard cap on connections still in their handshake (server; default 1,024: each holds a TLS
-        /// state and quiche's buffers, about 26 KiB). At the cap a new Initial is dropped before anything
-        /// is allocated for it. Counted in `EndpointStats::dropped_handshake_cap`.
+        /// state and quiche's buffers, about 31 KiB, so the cap bounds a handshake flood at about 32 MiB).
+        /// At the cap nothing is allocated for a new Initial: without a Retry token it is answered with a
+        /// stateless Retry, with an invalid one dropped (both counted in
+        /// `EndpointStats::dropped_handshake_cap`); a client whose address the Retry validated replaces
+        /// the oldest unfinished handshake (closed with CONNECTION_REFUSED, counted in
+        /// `EndpointStats::evicted_handshakes`), so validated half-open connections cannot lock
+        /// legitimate clients out.
         with_max_handshakes, max_handshakes, usize);
     setter!(
         /// Connections in the handshake above which a new Initial without a token is answered with a
@@ -318,6 +325,14 @@ impl Config {
         /// 4.1.2), so a half-sent request does not hold its stream for ever. Counted in
         /// `ConnectionStats::requests_timed_out`.
         with_request_header_timeout, request_header_timeout, Duration);
+    setter!(
+        /// How long a client connection may stay without asking for a session once its handshake is done
+        /// (server; default 10 s; zero disables). A connection that has sent no request by then is closed
+        /// with H3_NO_ERROR, so connections that complete a handshake and then sit idle (kept alive by
+        /// PINGs, below the idle timeout) cannot hold `max_connections` slots. Browsers and Tern's clients
+        /// send their CONNECT request right after the handshake. Counted in
+        /// `EndpointStats::closed_without_session`.
+        with_session_request_timeout, session_request_timeout, Duration);
 
     /// The initial RTT estimate before any sample (small values make loss recovery fast in tests).
     #[must_use]

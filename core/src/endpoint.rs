@@ -50,7 +50,8 @@ impl Limit {
     fn describe(self, cfg: &Config) -> String {
         match self {
             Limit::HandshakeCap => format!(
-                "{} connections in the handshake (max_handshakes): dropping new Initials",
+                "{} connections in the handshake (max_handshakes): answering new clients with Retry, \
+                 replacing the oldest unfinished handshake for each validated one",
                 cfg.max_handshakes
             ),
             Limit::RetryUnderLoad => format!(
@@ -136,6 +137,9 @@ pub struct Endpoint {
     stats: EndpointStats,
     /// Accepted connections whose handshake has not completed.
     handshaking: usize,
+    /// Connections accepted into the handshake, oldest first (entries whose handshake ended are skipped
+    /// and pruned): the one to replace at `max_handshakes`.
+    handshake_order: VecDeque<ConnectionHandle>,
     /// Accepted connections per peer IP address.
     per_address: HashMap<IpAddr, usize>,
     limit_log: LimitLog,
@@ -195,6 +199,7 @@ impl Endpoint {
             accepting: true,
             stats: EndpointStats::default(),
             handshaking: 0,
+            handshake_order: VecDeque::new(),
             per_address: HashMap::new(),
             limit_log: LimitLog::default(),
             epoch: None,
@@ -474,11 +479,28 @@ impl Endpoint {
         if !self.accepting {
             return None;
         }
-        // The hard cap: nothing is allocated for this client.
-        if self.handshaking >= self.cfg.max_handshakes {
-            self.stats.dropped_handshake_cap += 1;
+        // The hard cap. Nothing is allocated for an Initial without a valid Retry token: it gets a Retry
+        // (stateless) so that a real client can come back validated. A validated client replaces the
+        // oldest unfinished handshake: a flood of validated half-open connections cannot lock legitimate
+        // clients out, and memory stays at the cap.
+        let at_cap = self.handshaking >= self.cfg.max_handshakes;
+        if at_cap {
             self.limit_log.hit(now, Limit::HandshakeCap, &self.cfg);
-            return None;
+            let valid = token
+                .as_deref()
+                .filter(|t| !t.is_empty())
+                .is_some_and(|t| self.validate_token(t, &from, now).is_some());
+            if !valid {
+                self.stats.dropped_handshake_cap += 1;
+                if token.as_deref().is_none_or(<[u8]>::is_empty) {
+                    self.send_retry(now, from, to, dcid, scid, version);
+                }
+                return None;
+            }
+            if !self.evict_oldest_handshake() {
+                self.stats.dropped_handshake_cap += 1;
+                return None;
+            }
         }
         let at_total = self.conns.len() >= self.cfg.max_connections;
         let at_address = self.per_address.get(&from.ip()).copied().unwrap_or(0)
@@ -541,6 +563,12 @@ impl Endpoint {
             }
         }
         self.handshaking += 1;
+        self.handshake_order.push_back(h);
+        if self.handshake_order.len() > 2 * self.handshaking + 64 {
+            let conns = &self.conns;
+            self.handshake_order
+                .retain(|h| conns.get(h).is_some_and(|c| c.handshaking));
+        }
         *self.per_address.entry(from.ip()).or_insert(0) += 1;
         self.stats.accepted += 1;
         self.cids.insert(cid, h);
@@ -549,6 +577,29 @@ impl Endpoint {
         }
         log::debug!("accepted connection {h:?} from {from}");
         Some(h)
+    }
+
+    /// Ends the oldest connection still in its handshake (CONNECTION_REFUSED) to make room for a validated
+    /// client at `max_handshakes`. False when there is none.
+    fn evict_oldest_handshake(&mut self) -> bool {
+        const CONNECTION_REFUSED: u64 = 0x02;
+        while let Some(h) = self.handshake_order.pop_front() {
+            let Some(c) = self.conns.get_mut(&h) else {
+                continue;
+            };
+            if !c.handshaking {
+                continue;
+            }
+            c.handshaking = false;
+            self.handshaking -= 1;
+            let _ = c.quic.close(false, CONNECTION_REFUSED, b"");
+            self.stats.evicted_handshakes += 1;
+            log::debug!("connection {h:?}: replaced by a validated client at max_handshakes");
+            self.mark(h);
+            self.rearm(h);
+            return true;
+        }
+        false
     }
 
     fn send_retry(
@@ -716,6 +767,9 @@ impl Endpoint {
             return;
         };
         connection::add_stats(&mut self.ended_stats, &c.ended_stats);
+        if c.closed_without_session {
+            self.stats.closed_without_session += 1;
+        }
         if c.handshaking {
             self.handshaking -= 1;
         }

@@ -419,8 +419,12 @@ pub struct EndpointStats {
     pub retries_sent: u64,
     /// Initials with a Retry token that was not ours, expired, or for another address: dropped.
     pub invalid_tokens: u64,
-    /// Initials dropped without any state because `max_handshakes` connections were in the handshake.
+    /// Initials that got no connection because `max_handshakes` connections were in the handshake
+    /// (answered with a Retry when they carried no token; nothing allocated).
     pub dropped_handshake_cap: u64,
+    /// Unfinished handshakes ended (CONNECTION_REFUSED) to make room for a validated client at
+    /// `max_handshakes`.
+    pub evicted_handshakes: u64,
     /// Datagrams for no connection that could not start one: Initials (or unsupported versions) in a
     /// datagram under 1,200 bytes (RFC 9000 sections 14.1 and 5.2.2), other packet types.
     pub dropped_unroutable: u64,
@@ -428,6 +432,9 @@ pub struct EndpointStats {
     pub version_negotiations_sent: u64,
     /// Stateless answers (Retry, Version Negotiation, refusals) not sent because too many were queued.
     pub stateless_dropped: u64,
+    /// Connections closed because they asked for no session within `session_request_timeout` of their
+    /// handshake.
+    pub closed_without_session: u64,
 }
 
 /// Per-session counters.

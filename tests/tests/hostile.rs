@@ -582,11 +582,12 @@ fn first_flight(conn: &mut quiche::Connection) -> Vec<u8> {
     buf
 }
 
-/// At `max_handshakes` connections in the handshake a new Initial is dropped before anything is allocated:
-/// no connection, no answer, counted, and logged once per interval however many arrive. Below the cap
-/// (here with the Retry threshold out of the way) Initials are accepted.
+/// At `max_handshakes` connections in the handshake nothing is allocated for a new Initial: without a
+/// token it gets a stateless Retry (no connection, counted, logged once per interval however many arrive);
+/// a client that comes back validated replaces the oldest unfinished handshake, which is closed with
+/// CONNECTION_REFUSED. Below the cap (here with the Retry threshold out of the way) Initials are accepted.
 #[test]
-fn handshake_cap_drops_initials_without_state_and_logs_once() {
+fn handshake_cap_allocates_nothing_and_validated_clients_replace_the_oldest() {
     capture_warnings();
     let server_addr: SocketAddr = SERVER.parse().unwrap();
     let mut ep = server_endpoint(
@@ -594,6 +595,7 @@ fn handshake_cap_drops_initials_without_state_and_logs_once() {
             .with_max_handshakes(3)
             .with_retry_above_handshakes(100),
     );
+    let mut first = Vec::new();
     for i in 0..3u8 {
         let addr: SocketAddr = format!("127.0.0.1:{}", 41000 + u16::from(i))
             .parse()
@@ -601,6 +603,7 @@ fn handshake_cap_drops_initials_without_state_and_logs_once() {
         let mut c = quiche_client(addr, server_addr, &[10 + i; 16]);
         ep.handle(Instant::now(), addr, server_addr, &mut first_flight(&mut c));
         assert!(!drain_transmits(&mut ep).is_empty(), "client {i} answered");
+        first.push((addr, c));
     }
     assert_eq!(ep.stats().handshaking, 3);
     for i in 0..200u16 {
@@ -610,18 +613,74 @@ fn handshake_cap_drops_initials_without_state_and_logs_once() {
         let mut c = quiche_client(addr, server_addr, &id);
         ep.handle(Instant::now(), addr, server_addr, &mut first_flight(&mut c));
     }
-    assert!(drain_transmits(&mut ep).is_empty(), "no answer at the cap");
+    let answers = drain_transmits(&mut ep);
+    assert_eq!(answers.len(), 200, "one answer per Initial at the cap");
+    assert!(
+        answers
+            .iter()
+            .all(|(_, d)| packet_type(d) == quiche::Type::Retry),
+        "only stateless Retries at the cap"
+    );
     let st = ep.stats();
     assert_eq!(st.connections, 3);
     assert_eq!(st.handshaking, 3);
     assert_eq!(st.accepted, 3);
     assert_eq!(st.dropped_handshake_cap, 200);
+    assert_eq!(st.evicted_handshakes, 0);
     let lines = logged_here("max_handshakes");
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(
         lines[0].contains("3 connections in the handshake"),
         "{}",
         lines[0]
+    );
+
+    // A client follows its Retry: it is accepted and the oldest half-open connection is closed.
+    let addr: SocketAddr = "127.0.0.1:43000".parse().unwrap();
+    let mut c = quiche_client(addr, server_addr, &[0x99; 16]);
+    ep.handle(Instant::now(), addr, server_addr, &mut first_flight(&mut c));
+    let retry = drain_transmits(&mut ep);
+    assert_eq!(retry.len(), 1);
+    let mut r = retry[0].1.clone();
+    c.recv(
+        &mut r,
+        quiche::RecvInfo {
+            from: server_addr,
+            to: addr,
+        },
+    )
+    .unwrap();
+    let mut validated = first_flight(&mut c);
+    ep.handle(Instant::now(), addr, server_addr, &mut validated);
+    let out = drain_transmits(&mut ep);
+    let st = ep.stats();
+    assert_eq!(
+        (st.accepted, st.evicted_handshakes, st.handshaking),
+        (4, 1, 3),
+        "{st:?}"
+    );
+    assert!(
+        out.iter().any(|(to, _)| *to == addr),
+        "the validated client is answered"
+    );
+    // The oldest (client 0) gets CONNECTION_CLOSE CONNECTION_REFUSED.
+    let (oldest_addr, oldest) = &mut first[0];
+    for (to, d) in &out {
+        if to == oldest_addr {
+            let mut d = d.clone();
+            let _ = oldest.recv(
+                &mut d,
+                quiche::RecvInfo {
+                    from: server_addr,
+                    to: *oldest_addr,
+                },
+            );
+        }
+    }
+    assert_eq!(
+        oldest.peer_error().map(|e| e.error_code),
+        Some(0x02),
+        "the replaced handshake is refused"
     );
 }
 
@@ -947,4 +1006,36 @@ fn per_address_limit_refuses_that_address_only() {
     let st = server.stats();
     assert_eq!((st.connections, st.accepted), (2, 2), "{st:?}");
     assert!(st.refused >= 1, "{st:?}");
+}
+
+/// A client that completes its handshake and then asks for no session (keeping the connection alive)
+/// is closed with H3_NO_ERROR after `session_request_timeout`, and counted; a legitimate client is served.
+#[test]
+fn connection_without_a_session_request_is_closed_after_the_timeout() {
+    let (server, hash) = UdpServer::start(
+        tern::Config::new().with_session_request_timeout(Duration::from_millis(800)),
+    );
+    let mut idle = UdpClient::new("127.0.0.1:0", server.addr, &[0x81; 16]);
+    idle.run(T, |c| c.conn.is_established());
+    assert!(idle.conn.is_established());
+    let t = Instant::now();
+    idle.run(Duration::from_secs(5), |c| c.conn.peer_error().is_some());
+    let e = idle
+        .conn
+        .peer_error()
+        .expect("the server closed the connection");
+    assert!(e.is_app, "an HTTP/3 close");
+    assert_eq!(e.error_code, tern::code::H3_NO_ERROR);
+    assert_eq!(e.reason, b"no session request");
+    assert!(
+        t.elapsed() >= Duration::from_millis(500),
+        "closed after the timeout, not at once: {:?}",
+        t.elapsed()
+    );
+    server.wait_stats("closed without session", |s| {
+        s.closed_without_session == 1 && s.connections == 0
+    });
+    // A client that asks for its session at once is not affected.
+    legitimate_client_connects(server.addr, hash);
+    assert_eq!(server.stats().closed_without_session, 1);
 }

@@ -115,6 +115,11 @@ pub(crate) struct Connection {
     pub(crate) had_session: bool,
     /// Its sessions are all over: close the connection at this instant (see `update_linger`).
     linger_until: Option<Instant>,
+    /// Server: close the connection at this instant unless a request arrives first
+    /// (`Config::with_session_request_timeout`).
+    no_session_until: Option<Instant>,
+    /// Closed because no request came within `session_request_timeout`.
+    pub(crate) closed_without_session: bool,
     /// Sessions refused a stream for want of the peer's QUIC stream credit, with the kind (true:
     /// bidirectional): told `StreamsAvailable` once the peer's MAX_STREAMS frame raises the limit.
     quic_streams_blocked: SmallVec<[(u64, bool); 2]>,
@@ -200,6 +205,8 @@ impl Connection {
             deadline: None,
             had_session: false,
             linger_until: None,
+            no_session_until: None,
+            closed_without_session: false,
             quic_streams_blocked: SmallVec::new(),
             started: now,
             handshake: None,
@@ -343,7 +350,7 @@ impl Connection {
 
     /// The earliest instant the core itself must act (buffered streams, closing an idle connection).
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        [self.deadline, self.linger_until]
+        [self.deadline, self.linger_until, self.no_session_until]
             .into_iter()
             .flatten()
             .min()
@@ -352,6 +359,7 @@ impl Connection {
     /// With `close_idle_connections`, a connection whose sessions are all over closes itself (H3_NO_ERROR)
     /// a few round trips later; a new session request cancels it.
     fn update_linger(&mut self, now: Instant) {
+        self.update_session_wait(now);
         if !self.sessions.is_empty() {
             self.had_session = true;
             self.linger_until = None;
@@ -375,6 +383,40 @@ impl Connection {
                     self.handle
                 );
                 self.close(code::H3_NO_ERROR, b"");
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Server: a connection that asks for no session within `session_request_timeout` of its handshake
+    /// closes itself (H3_NO_ERROR); any request (even one still incomplete) ends the wait.
+    fn update_session_wait(&mut self, now: Instant) {
+        let timeout = self.cfg.session_request_timeout;
+        let requested = self.had_session
+            || !self.sessions.is_empty()
+            || self
+                .streams
+                .values()
+                .any(|s| matches!(s, Stream::Request(_)));
+        if !self.server
+            || requested
+            || !self.alive()
+            || !self.connected_reported
+            || timeout.is_zero()
+        {
+            self.no_session_until = None;
+            return;
+        }
+        match self.no_session_until {
+            None => self.no_session_until = Some(now + timeout),
+            Some(t) if t <= now => {
+                self.no_session_until = None;
+                self.closed_without_session = true;
+                log::debug!(
+                    "connection {:?}: no session request within {timeout:?} of the handshake; closing",
+                    self.handle
+                );
+                self.close(code::H3_NO_ERROR, b"no session request");
             }
             Some(_) => {}
         }
