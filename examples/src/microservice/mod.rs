@@ -567,9 +567,16 @@ mod tests {
 
     #[test]
     fn boundary_finds_the_end_of_the_first_value() {
+        let first = br#"  {"a": "}\"{", "#;
+        let second = br#""b": [1, {"c": 2}]}  {"#;
         let mut b = Boundary::default();
-        assert_eq!(b.feed(br#"  {"a": "}\"{", "#), None);
-        assert_eq!(b.feed(br#""b": [1, {"c": 2}]}  {"#), Some(33));
+        assert_eq!(b.feed(first), None);
+        let end = b.feed(second).unwrap();
+        let whole = [&first[..], &second[..]].concat();
+        // The value ends at its closing brace: brackets inside the string did not count.
+        assert_eq!(&whole[end - 2..end], b"]}");
+        let value: Value = serde_json::from_slice(&whole[..end]).unwrap();
+        assert_eq!(value, json!({"a": "}\"{", "b": [1, {"c": 2}]}));
         let mut b = Boundary::default();
         assert_eq!(b.feed(b"42"), None);
         assert!(b.scalar);
