@@ -45,8 +45,10 @@
 //!   open connections keep theirs. A file that cannot be read or used is logged as an error and the
 //!   current certificate stays. (Only the certificate is reloaded; other settings need a restart.)
 //! - **SIGTERM** / **SIGINT**: new session requests get 503 and new connections are refused, sessions are
-//!   asked to drain (GOAWAY and DRAIN), requests already read are answered, sessions whose handler is
-//!   still running after `shutdown_grace_secs` are closed, and the process exits with status 0.
+//!   asked to drain (GOAWAY and DRAIN), requests in hand or still arriving are answered, each session is
+//!   closed once it has been quiet for
+//!   [`DRAIN_QUIET`](crate::microservice::DRAIN_QUIET) (0.5 s), sessions still busy after
+//!   `shutdown_grace_secs` are closed, and the process exits with status 0.
 //!
 //! # Logs
 //!

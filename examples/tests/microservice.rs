@@ -498,6 +498,41 @@ async fn requests_split_truncated_too_large_or_slow() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_requests_in_both_styles_all_answered() {
+    let dir = TempDir::new("many");
+    let server = Server::start(&dir.0.join("users.db"), &[]);
+    let s = server.connect().await;
+    let users = UserServiceClient::new(s.clone());
+    // Newer clients: write, FIN, read to the end. The server must not stop the stream while the
+    // client is still finishing it.
+    for i in 0..100 {
+        let r = users
+            .create_user(&format!("user{i}"), &format!("user{i}@example.com"))
+            .await
+            .unwrap();
+        assert_eq!(r["user"]["id"], i + 1);
+    }
+    // The seed's clients: write, read the reply, then close (FIN).
+    for i in 1..=100 {
+        let (mut send, mut recv) = s.open_bi().await.unwrap();
+        send.write_all(&req("GET", &format!("/users/{i}"), json!({})))
+            .await
+            .unwrap();
+        let mut reply = Vec::new();
+        let value = loop {
+            let chunk = recv.read_chunk(65536).await.unwrap().expect("a reply");
+            reply.extend_from_slice(&chunk);
+            if let Ok(v) = serde_json::from_slice::<Value>(&reply) {
+                break v;
+            }
+        };
+        assert_eq!(value["user"]["username"], format!("user{}", i - 1));
+        send.finish().unwrap();
+    }
+    assert_eq!(users.list_users(1000).await.unwrap()["count"], 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_survives_a_killed_server() {
     let dir = TempDir::new("restart");
     let db = dir.0.join("users.db");

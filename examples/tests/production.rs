@@ -48,6 +48,11 @@ fn write_cert(dir: &Path) -> String {
 
 /// The test configuration: relative paths, so they resolve against the directory.
 fn write_config(dir: &Path, extra: &str) -> PathBuf {
+    write_config_with(dir, extra, 1000, 50)
+}
+
+/// [`write_config`] with a rate limit (requests per minute) and a cap on concurrent sessions.
+fn write_config_with(dir: &Path, extra: &str, rate: usize, max_sessions: usize) -> PathBuf {
     let text = format!(
         r#"
 listen = "127.0.0.1:0"
@@ -58,7 +63,7 @@ metrics = "127.0.0.1:0"
 allowed_origins = ["{ORIGIN}"]
 allow_missing_origin = true
 bearer_tokens = ["{TOKEN}", "second-token"]
-max_sessions = 50
+max_sessions = {max_sessions}
 max_sessions_per_ip = 50
 shutdown_grace_secs = 5.0
 request_timeout_secs = 5.0
@@ -66,7 +71,7 @@ log_format = "json"
 log_level = "info"
 {extra}
 [rate_limit]
-requests = 1000
+requests = {rate}
 window_secs = 60.0
 "#
     );
@@ -296,6 +301,47 @@ async fn config_middleware_logs_and_metrics() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_cap_and_rate_limit() {
+    let dir = TempDir::new("limits");
+    let hash = write_cert(&dir.0);
+    let server = Server::start(&write_config_with(&dir.0, "", 3, 1));
+    let url = server.url();
+    let retry_after = |e: &ClientError| match e.connect_error() {
+        Some(ConnectError::Rejected { status, headers }) => (
+            *status,
+            headers
+                .get("retry-after")
+                .and_then(|v| v.parse::<u64>().ok()),
+        ),
+        other => panic!("expected a rejection, got {other:?}"),
+    };
+    // One session fills the server (max_sessions = 1): the next requests get 503, retry after 1 s.
+    let first = client(&hash, Some(TOKEN), None)
+        .connect(&url)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let e = client(&hash, Some(TOKEN), None)
+            .connect(&url)
+            .await
+            .unwrap_err();
+        assert_eq!(retry_after(&e), (503, Some(1)));
+    }
+    // Three requests from this IP in the window (rate_limit.requests = 3): the fourth gets 429 with
+    // the seconds until the oldest leaves the 60 s window.
+    let e = client(&hash, Some(TOKEN), None)
+        .connect(&url)
+        .await
+        .unwrap_err();
+    let (status, after) = retry_after(&e);
+    assert_eq!(status, 429);
+    assert!((1..=60).contains(&after.unwrap()), "{after:?}");
+    // The session that got in still works.
+    let users = UserServiceClient::new(first);
+    assert_eq!(users.health().await.unwrap()["status"], "healthy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_certificate_files() {
     let dir = TempDir::new("reload");
     let old = write_cert(&dir.0);
@@ -387,6 +433,8 @@ async fn sigterm_answers_the_request_in_hand_then_exits_zero() {
     let reply: Value = serde_json::from_slice(&reply).unwrap();
     assert_eq!(reply["status"], 201, "{reply}");
     assert_eq!(reply["user"]["username"], "late");
+    // The seed's client closes its side after reading.
+    send.finish().unwrap();
 
     // Then the session closes and the process exits 0, well before the grace period ends.
     let started = Instant::now();

@@ -81,14 +81,16 @@ impl UserServiceClient {
         let exchange = async {
             let (mut send, mut recv) = self.session.open_bi().await.map_err(RequestError::Open)?;
             let bytes = serde_json::to_vec(&request).map_err(RequestError::Json)?;
-            send.write_all_and_finish(&bytes)
-                .await
-                .map_err(RequestError::Write)?;
-            let reply = recv
-                .read_to_end(self.max_response_bytes)
-                .await
-                .map_err(RequestError::Read)?;
-            serde_json::from_slice(&reply).map_err(RequestError::Json)
+            // A server that stops reading (a request over its size limit) still replies: read the
+            // reply before reporting the write error.
+            let written = send.write_all_and_finish(&bytes).await;
+            let reply = recv.read_to_end(self.max_response_bytes).await;
+            match (reply, written) {
+                (Ok(reply), Err(e)) if reply.is_empty() => Err(RequestError::Write(e)),
+                (Ok(reply), _) => serde_json::from_slice(&reply).map_err(RequestError::Json),
+                (Err(_), Err(e)) => Err(RequestError::Write(e)),
+                (Err(e), Ok(())) => Err(RequestError::Read(e)),
+            }
         };
         tokio::time::timeout(self.timeout, exchange)
             .await

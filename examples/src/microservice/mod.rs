@@ -59,6 +59,8 @@
 //! - [`DEFAULT_MAX_REQUEST_BYTES`] (64 KiB) per request; more gets 413 and the stream's reading side is
 //!   stopped.
 //! - [`DEFAULT_REQUEST_TIMEOUT`] (30 s) to deliver a complete request after opening its stream.
+//! - After the reply the server waits up to [`REQUEST_END_WAIT`] (2 s) for the client's FIN, discarding
+//!   anything sent after the request (within the request limit), then stops the stream's reading side.
 //! - `limit` is capped at [`MAX_LIST_LIMIT`] (1000) users per list reply.
 //! - Concurrent requests per session: the QUIC stream limit of the endpoint configuration.
 //!
@@ -75,7 +77,8 @@
 //!
 //! The server side is a [`tern_app::ServerApp`] ([`UserService::app`]), so it has the app's metrics in the
 //! Prometheus format too (`--metrics ADDR` serves them over HTTP) and stops gracefully on Ctrl-C or SIGTERM:
-//! requests already read are answered, then the sessions close.
+//! sessions are asked to drain, requests in hand or arriving are answered, and a session is closed once it
+//! has been quiet for [`DRAIN_QUIET`] (or at the app's shutdown deadline).
 
 mod client;
 mod db;
@@ -105,6 +108,12 @@ pub const MAX_LIST_LIMIT: u64 = 1000;
 pub const MAX_USERNAME_LEN: usize = 32;
 /// The longest email address (RFC 5321's path limit).
 pub const MAX_EMAIL_LEN: usize = 254;
+/// During a shutdown, how long a session must be quiet (no request in hand, none arriving) before its
+/// handler returns and the session is closed.
+pub const DRAIN_QUIET: Duration = Duration::from_millis(500);
+/// After the reply, how long the server waits for the client to finish its side of the request stream
+/// (discarding anything after the request) before stopping it.
+pub const REQUEST_END_WAIT: Duration = Duration::from_secs(2);
 /// The code the reading side of a request stream is stopped with when the request is too large.
 pub const TOO_LARGE_CODE: u32 = 413;
 
@@ -324,8 +333,9 @@ impl UserService {
     }
 
     /// Serves one session: each bidirectional stream the client opens is a request, answered on a task of
-    /// its own. Stops taking new streams when `stop` asks for shutdown (or the session ends), and returns
-    /// once the requests in hand are answered.
+    /// its own. Returns when the session ends, or, once `stop` asks for shutdown, when the session has been
+    /// quiet for [`DRAIN_QUIET`] (no request in hand, none new), so that requests already on their way
+    /// when the shutdown began are still answered.
     pub async fn serve_session(self: Arc<Self>, session: Session, stop: ShutdownHandle) {
         log::info!(
             "session {:?} from {}",
@@ -333,9 +343,12 @@ impl UserService {
             session.remote_address()
         );
         let mut requests = tokio::task::JoinSet::new();
+        let mut stopping = false;
         loop {
             tokio::select! {
-                _ = stop.requested() => break,
+                _ = stop.requested(), if !stopping => stopping = true,
+                // Recreated at each turn: fires only after a quiet spell with nothing in hand.
+                _ = tokio::time::sleep(DRAIN_QUIET), if stopping && requests.is_empty() => break,
                 next = session.accept_bi() => match next {
                     Ok((send, recv)) => {
                         let service = self.clone();
@@ -387,6 +400,16 @@ impl UserService {
         let bytes = serde_json::to_vec(&reply).unwrap_or_default();
         if let Err(e) = send.write_all_and_finish(&bytes).await {
             log::debug!("request stream {:?}: reply not sent: {e}", send.id());
+        }
+        if status != 413 {
+            // Wait for the client's FIN (newer clients send it with the request, the seed's after reading
+            // the reply) instead of stopping its side at once, which a client still finishing would see
+            // as an error. Bytes after the request are discarded, within the same limits.
+            let _ = tokio::time::timeout(
+                REQUEST_END_WAIT,
+                recv.read_to_end(self.limits.max_request_bytes),
+            )
+            .await;
         }
         log::info!(
             "{label} -> {status} in {:.1} ms",
@@ -546,7 +569,6 @@ impl UserService {
 }
 
 /// Reads and validates the optional `username` and `email` of `data`.
-#[allow(clippy::result_large_err)]
 fn check_fields(data: &Map<String, Value>) -> Result<(Option<String>, Option<String>), Value> {
     let username = match data.get("username") {
         None => None,
