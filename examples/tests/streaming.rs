@@ -752,3 +752,38 @@ async fn the_client_binary_prints_rates_gaps_and_a_summary() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("streaming_client:"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_subscribers_and_the_server_exits() {
+    let mut server = Server::spawn(&["--rate", "20"]);
+    let (_c, s) = server.connect().await;
+    let r = control(&s, r#"{"action":"subscribe"}"#).await;
+    assert_eq!(r["type"], "subscribed");
+    assert!(!collect_data(&s, Duration::from_millis(300))
+        .await
+        .is_empty());
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let closed = tokio::time::timeout(WAIT, s.closed())
+        .await
+        .expect("the session is closed at shutdown");
+    assert!(
+        matches!(
+            &closed,
+            SessionCloseReason::Closed { code: 0, reason, by_peer: true } if reason == "server shutting down"
+        ),
+        "{closed}"
+    );
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "server still running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+}

@@ -78,6 +78,11 @@
 //!
 //! Publishing never waits for a subscriber, so other subscribers see no gap because of a slow one.
 //!
+//! # Shutdown
+//!
+//! On Ctrl-C or SIGTERM the server stops accepting sessions, closes every session at once with code 0 and
+//! the reason `"server shutting down"` (a live feed has nothing to finish), and exits 0.
+//!
 //! # Limits
 //!
 //! [`MAX_TOPIC_LEN`], [`MAX_TOPICS_PER_SESSION`], [`MAX_TOPICS`], [`SUBSCRIBER_QUEUE`],

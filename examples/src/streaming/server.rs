@@ -459,7 +459,10 @@ impl Hub {
                 st.sessions.remove(&id);
             }
         }
-        log::info!("session {id:?} unsubscribed from {topic:?}");
+        match &topic {
+            Some(t) => log::info!("session {id:?} unsubscribed from {t:?}"),
+            None => log::info!("session {id:?} unsubscribed from every topic"),
+        }
         let mut reply = json!({"type": "unsubscribed", "timestamp": timestamp()});
         if let Some(t) = topic {
             reply["stream_type"] = Value::String(t);
@@ -609,15 +612,27 @@ fn next_value(state: &mut u64) -> f64 {
     (r >> 11) as f64 / (1u64 << 53) as f64 * 100.0
 }
 
-/// Serves one session: control datagrams, upload streams, and the stream writer when asked for.
-pub async fn handle_session(hub: Arc<Hub>, session: Session) {
+/// Serves one session: control datagrams, upload streams, and the stream writer when asked for. When
+/// `shutdown` is requested the session is closed at once with [`tern_app::SHUTDOWN_CODE`] and the reason
+/// `"server shutting down"` (a live feed has nothing to finish).
+pub async fn handle_session(hub: Arc<Hub>, session: Session, shutdown: tern_app::ShutdownHandle) {
     let id = session.id();
     log::info!(
         "new streaming session {id:?} from {}",
         session.remote_address()
     );
     let uploads = tokio::spawn(serve_uploads(session.clone()));
-    while let Ok(data) = session.recv_datagram().await {
+    loop {
+        let data = tokio::select! {
+            _ = shutdown.requested() => {
+                let _ = session.close(tern_app::SHUTDOWN_CODE, "server shutting down");
+                break;
+            }
+            d = session.recv_datagram() => match d {
+                Ok(d) => d,
+                Err(_) => break,
+            },
+        };
         let (reply, outbox) = hub.control(&session, &data);
         if let Some(outbox) = outbox {
             tokio::spawn(write_stream(hub.clone(), session.clone(), outbox));
@@ -742,12 +757,16 @@ pub async fn run(args: Args) -> Result<(), String> {
     let hub = Hub::new(options);
     let (endpoint, _) = args.server.bind(|c| c)?;
     let publisher = tokio::spawn(hub.clone().publish());
-    let handler = |hub: Arc<Hub>| {
-        move |session: Session, _req: tern_app::Request| handle_session(hub.clone(), session)
+    let app = tern_app::ServerApp::new();
+    let handler = |hub: Arc<Hub>, shutdown: tern_app::ShutdownHandle| {
+        move |session: Session, _req: tern_app::Request| {
+            handle_session(hub.clone(), session, shutdown.clone())
+        }
     };
-    let app = tern_app::ServerApp::new()
-        .route("/", handler(hub.clone()))
-        .fallback(handler(hub.clone()));
+    let shutdown = app.shutdown_handle();
+    let app = app
+        .route("/", handler(hub.clone(), shutdown.clone()))
+        .fallback(handler(hub.clone(), shutdown));
     let stop = tern_app::tokio_shutdown_signal().map_err(|e| e.to_string())?;
     let result = app.run_until(endpoint, stop).await;
     publisher.abort();
