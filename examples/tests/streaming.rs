@@ -787,3 +787,55 @@ async fn sigterm_closes_subscribers_and_the_server_exits() {
     };
     assert!(status.success(), "exit status {status}");
 }
+
+/// A datagram subscriber is never queued for: a message the connection cannot take as a datagram (here:
+/// larger than the path's datagram size) is dropped and counted, and the same topic on the stream
+/// transport carries it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datagrams_too_large_are_dropped_and_counted() {
+    // 200 values make messages of about 4 KB, beyond any datagram on a 1500-byte path.
+    let server = Server::spawn(&["--rate", "50", "--values", "200"]);
+    let (_c, s) = server.connect().await;
+    let r = control(&s, r#"{"action":"subscribe","stream_type":"wide"}"#).await;
+    assert_eq!(r["type"], "subscribed");
+    let data = collect_data(&s, Duration::from_millis(600)).await;
+    assert!(data.is_empty(), "a datagram larger than the path came");
+    let status = control(&s, r#"{"action":"get_status"}"#).await;
+    let dropped = status["session"]["dropped"].as_u64().unwrap();
+    assert!(dropped >= 10, "{status}");
+    assert_eq!(
+        status["topics"]["wide"]["dropped"],
+        status["topics"]["wide"]["published"]
+    );
+    assert_eq!(
+        status["session"]["queued"], 0,
+        "nothing is queued for datagrams"
+    );
+
+    // The same topic on the stream transport: every message, whole.
+    let r = control(
+        &s,
+        r#"{"action":"subscribe","stream_type":"wide","transport":"stream"}"#,
+    )
+    .await;
+    assert_eq!(r["transport"], "stream");
+    let mut recv = tokio::time::timeout(WAIT, s.accept_uni())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut buf = Vec::new();
+    let (lines, _) = read_lines(
+        &mut recv,
+        &mut buf,
+        Instant::now() + Duration::from_millis(600),
+    )
+    .await;
+    let seqs: Vec<_> = lines.iter().map(|v| check_data(v, 200)).collect();
+    assert!(assert_consecutive(&seqs)["wide"] >= 10);
+
+    // Back to datagrams: the data stream is finished.
+    let r = control(&s, r#"{"action":"subscribe","stream_type":"wide"}"#).await;
+    assert_eq!(r["transport"], "datagram");
+    let (_, fin) = read_lines(&mut recv, &mut buf, Instant::now() + WAIT).await;
+    assert!(fin, "the data stream ends when no stream topic is left");
+}
