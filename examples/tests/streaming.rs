@@ -4,7 +4,8 @@
 //! Every control message and its exact reply fields, the error replies, data at the set rate with
 //! consecutive per-topic sequences on datagrams and on a stream, two topics, the upload reply, and the
 //! slow-subscriber policy: a subscriber that never reads does not grow the server's memory (measured
-//! from `/proc/PID/status`), costs a fast subscriber nothing, shows up as drops and is disconnected.
+//! from `/proc/PID/status`), costs a fast subscriber nothing, shows up as drops and is disconnected. And
+//! a pywebtransport 0.21 client written for the seed's server (`streaming_seed_client.py`) passes unchanged.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -838,4 +839,69 @@ async fn datagrams_too_large_are_dropped_and_counted() {
     assert_eq!(r["transport"], "datagram");
     let (_, fin) = read_lines(&mut recv, &mut buf, Instant::now() + WAIT).await;
     assert!(fin, "the data stream ends when no stream topic is left");
+}
+
+/// The venv python with pywebtransport 0.21.1 from `tests/interop/python/setup.sh`, or None to skip (no
+/// Python >= 3.12 here and not under `CI=true`, where a skip is a failure).
+fn pywebtransport_python() -> Option<std::path::PathBuf> {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let out = Command::new("bash")
+        .arg(repo.join("tests/interop/python/setup.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run setup.sh");
+    match out.status.code() {
+        Some(0) => {
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            Some(stdout.lines().last().expect("python path").trim().into())
+        }
+        Some(3) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("SKIPPED: the pywebtransport client needs Python >= 3.12");
+            None
+        }
+        other => panic!("tests/interop/python/setup.sh failed with {other:?}"),
+    }
+}
+
+/// A pywebtransport client written against the seed's `StreamingServer` (`streaming_seed_client.py`:
+/// the seed's control datagrams, its data datagrams, both upload styles, and the stream transport) passes
+/// unchanged against this server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pywebtransport_client_written_for_the_seed_works() {
+    let Some(python) = pywebtransport_python() else {
+        return;
+    };
+    let server = Server::spawn(&["--rate", "30"]);
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/streaming_seed_client.py");
+    let url = server.url();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .arg(url)
+            .output()
+            .expect("run the Python client")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "ok subscribe",
+            "ok data",
+            "ok status",
+            "ok unsubscribe",
+            "ok upload-one-read",
+            "ok upload-read-all",
+            "ok stream-transport"
+        ],
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success());
 }
