@@ -905,3 +905,41 @@ async fn a_pywebtransport_client_written_for_the_seed_works() {
     );
     assert!(out.status.success());
 }
+
+/// The status is one datagram however many topics the server has: when the full list does not fit, it
+/// lists the asking session's topics and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_always_fits_in_one_datagram() {
+    let server = Server::spawn(&["--rate", "1"]);
+    let (_c1, crowded) = server.connect().await;
+    let (_c2, crowded2) = server.connect().await;
+    let (_c3, asker) = server.connect().await;
+    // 16 topics of 64 bytes: the full list alone is over 1,700 bytes, beyond a datagram on any path.
+    for (n, session) in [&crowded, &crowded2].into_iter().enumerate() {
+        for i in 0..MAX_TOPICS_PER_SESSION {
+            let topic = format!("{n}-{i}-{}", "t".repeat(MAX_TOPIC_LEN - 6));
+            let r = control_json(session, json!({"action":"subscribe","stream_type":topic})).await;
+            assert_eq!(r["type"], "subscribed", "{r}");
+        }
+    }
+    let r = control(&asker, r#"{"action":"subscribe","stream_type":"x"}"#).await;
+    assert_eq!(r["type"], "subscribed");
+
+    let status = control(&asker, r#"{"action":"get_status"}"#).await;
+    let max = asker.max_datagram_size().unwrap();
+    assert!(status.to_string().len() <= max);
+    assert_eq!(status["topics_truncated"], true, "{status}");
+    let topics = status["topics"].as_object().unwrap();
+    assert_eq!(topics.keys().collect::<Vec<_>>(), ["x"], "{status}");
+    assert_eq!(status["topics"]["x"]["subscribers"], 1);
+    assert_eq!(status["subscribers"], 3);
+
+    // The crowded session's own list does not fit either: the status still comes, without topics.
+    let status = control(&crowded, r#"{"action":"get_status"}"#).await;
+    assert_eq!(status["type"], "status");
+    assert_eq!(status["topics_truncated"], true, "{status}");
+    assert_eq!(
+        status["session"]["topics"].as_object().unwrap().len(),
+        MAX_TOPICS_PER_SESSION
+    );
+}
