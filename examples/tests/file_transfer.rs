@@ -699,10 +699,32 @@ async fn errors() {
         }
     }
     assert!(!tmp.0.join("x").exists());
-    // 255 bytes is the longest name.
+    // 255 bytes is the longest name, and such a file can be uploaded, listed and downloaded.
     let long = "n".repeat(255);
     let reply = ask(&session, &json!({"operation": "status", "filename": long})).await;
     assert_eq!(reply["bytes_received"], 0);
+    let local = tmp.0.join("small.txt");
+    std::fs::write(&local, b"twelve bytes").unwrap();
+    let client = FileClient::new(session.clone());
+    let report = client
+        .upload(&local, &long, true, &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.size, 12);
+    assert_eq!(std::fs::read(dir.join(&long)).unwrap(), b"twelve bytes");
+    let listed = client.list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].name.as_str(), listed[0].size),
+        (long.as_str(), 12)
+    );
+    let copy = tmp.0.join("copy.txt");
+    client
+        .download(&long, &copy, true, &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&copy).unwrap(), b"twelve bytes");
+    std::fs::remove_file(dir.join(&long)).unwrap();
 
     assert_eq!(
         ask(
@@ -796,7 +818,6 @@ async fn errors() {
     );
 
     // The library client reports the server's errors as such.
-    let client = FileClient::new(session.clone());
     let out = tmp.0.join("nope.txt");
     let err = client
         .download("nope.txt", &out, true, &mut |_| {})

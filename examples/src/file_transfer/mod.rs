@@ -35,7 +35,7 @@
 //! - **Safe file names** ([`check_filename`]): no `/`, `\`, NUL or control characters, not `.` or `..`,
 //!   no leading `.`, at most [`MAX_NAME_LEN`] bytes; otherwise `Invalid filename`. No name reaches the
 //!   file system unchecked, so nothing is written or read outside the directory.
-//! - **Partial uploads** go to a hidden part file ([`part_file_name`]: `.F.part`) that `list` does not
+//! - **Partial uploads** go to a hidden part file ([`part_file_name`]: `.F.part`, hashed for long names) that `list` does not
 //!   show; only a complete upload whose checksum matches replaces `F` (the seed overwrote `F` as data came
 //!   in and deleted it on a mismatch; Tern leaves an older `F` untouched). A stream that ends early keeps
 //!   the part file for a resume.
@@ -115,9 +115,22 @@ pub fn check_filename(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// The hidden file in which the server keeps a partial upload of `name`: `.NAME.part`.
+/// The hidden file in which the server keeps a partial upload of `name`: `.NAME.part`, or for a name
+/// too long to take the six extra bytes within the file system's 255, `.HEX.part` with the SHA-256 of
+/// the name (no checked name starts with `.`, so a part file never collides with an uploaded file).
+///
+/// ```
+/// use tern_examples::file_transfer::part_file_name;
+/// assert_eq!(part_file_name("big.iso"), ".big.iso.part");
+/// assert_eq!(part_file_name(&"n".repeat(255)).len(), 70);
+/// ```
 pub fn part_file_name(name: &str) -> String {
-    format!(".{name}.part")
+    if name.len() + 6 <= MAX_NAME_LEN {
+        format!(".{name}.part")
+    } else {
+        let digest = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());
+        format!(".{}.part", hex_digest(digest))
+    }
 }
 
 /// Encodes one frame: the 4-byte big-endian length, then the JSON.
