@@ -303,6 +303,8 @@ fn upload_resumes_after_the_client_is_killed_halfway() {
         )),
         "{log}"
     );
+    // The killed client's connection had not timed out yet: the new upload took over from it.
+    assert!(log.contains("upload half.bin: superseded at byte"), "{log}");
 }
 
 #[test]

@@ -82,6 +82,10 @@ pub const MAX_NAME_LEN: usize = 255;
 /// The STOP_SENDING code with which the server refuses the data of an upload it answered with an error
 /// (`File too large`, `Invalid filename`, ...): 413, as HTTP's "Content Too Large".
 pub const STOP_TOO_LARGE: u32 = 413;
+/// The code with which the server resets (and stops) an upload stream that a newer upload of the same
+/// name took over while a progress frame was half written (otherwise it answers
+/// `Superseded by a newer upload`).
+pub const STOP_SUPERSEDED: u32 = 409;
 /// File I/O buffer size on both sides.
 pub const IO_BUFFER: usize = 64 * 1024;
 

@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use super::{
     check_filename, encode_frame, hex_digest, part_file_name, read_frame, write_frame, FileEntry,
     FrameError, CHUNK_SIZE, DEFAULT_MAX_SIZE, IO_BUFFER, MAX_LIST_ENTRIES, MAX_REQUEST_LEN,
-    STOP_TOO_LARGE,
+    STOP_SUPERSEDED, STOP_TOO_LARGE,
 };
 
 /// How long a finished operation waits for the end of the client's side of the stream.
@@ -324,17 +324,28 @@ impl FileServer {
         let mut received = offset;
         // Progress frames fall every CHUNK_SIZE bytes of this stream's data, as the seed client writes it.
         let mut since_frame = 0usize;
+        let mut frame_cut = false;
         while received < size {
+            // Created before the check, so a newer upload's signal between the two is not missed.
             let notified = slot.changed.notified();
+            tokio::pin!(notified);
             if slot.generation.load(Ordering::SeqCst) != generation {
                 file.flush().await?;
                 log::info!("upload {name}: superseded at byte {received}");
+                if frame_cut {
+                    // A progress frame was cut short: no frame can follow it on this stream.
+                    let _ = send.reset(STOP_SUPERSEDED);
+                    let _ = recv.stop(STOP_SUPERSEDED);
+                    return Ok(());
+                }
                 return Err(Refusal::stop("Superseded by a newer upload"));
             }
             let want = (CHUNK_SIZE - since_frame).min((size - received) as usize);
+            // A client that vanished leaves this read (or the progress write below, once its
+            // congestion window is spent) waiting until the idle timeout; a newer upload ends the wait.
             let chunk = tokio::select! {
                 chunk = recv.read_chunk(want) => chunk,
-                _ = notified => continue,
+                _ = &mut notified => continue,
             };
             let chunk = match chunk {
                 Ok(Some(c)) => c,
@@ -361,7 +372,14 @@ impl FileServer {
                 since_frame = 0;
                 let progress =
                     json!({"type": "progress", "bytes_received": received, "total_bytes": size});
-                if let Err(e) = write_frame(send, &progress).await {
+                let written = tokio::select! {
+                    r = write_frame(send, &progress) => r,
+                    _ = &mut notified => {
+                        frame_cut = true;
+                        continue;
+                    }
+                };
+                if let Err(e) = written {
                     file.flush().await?;
                     log::info!("upload {name}: {e} at byte {received}; kept for a resume");
                     return Ok(());
