@@ -52,8 +52,10 @@
 //! - **Bounded memory.** The server streams from and to disk; per operation it holds one request frame,
 //!   one 8192-byte chunk and a 64 KiB file buffer, whatever the file's size.
 //!
-//! The seed's download client reads `read(8192)` and then a frame, which only works when chunks arrive
-//! whole; Tern's [`FileClient`] reads each chunk exactly (`read_exact`) and then its frame.
+//! The seed's download client reads `read(8192)` and then a frame; pywebtransport's `read` returns
+//! whatever has arrived, so a chunk that arrives in pieces puts that client out of step with the frames
+//! (against the seed's own server too). Tern's [`FileClient`] reads each chunk exactly (`read_exact`) and
+//! then its frame. The seed's upload, list and error handling work unchanged against this server.
 
 mod client;
 mod server;
