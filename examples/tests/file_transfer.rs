@@ -640,6 +640,28 @@ async fn partial_upload_then_resume_with_an_offset() {
     assert_eq!(std::fs::read(dir.join("p.bin")).unwrap(), data);
     assert!(!dir.join(part_file_name("p.bin")).exists());
 
+    // A second upload of a name takes over from one still running: the first is told so.
+    let (mut first_send, mut first_recv) = session.open_bi().await.unwrap();
+    send_frame(&mut first_send, &request).await;
+    first_send.write_all(&data[..10_000]).await.unwrap();
+    assert_eq!(recv_frame(&mut first_recv).await["bytes_received"], 8192);
+    let (mut send, mut recv) = session.open_bi().await.unwrap();
+    send_frame(&mut send, &request).await;
+    assert_eq!(
+        recv_frame(&mut first_recv).await,
+        json!({"type": "error", "message": "Superseded by a newer upload"})
+    );
+    assert_ended(&mut first_recv).await;
+    send.write_all_and_finish(&data).await.unwrap();
+    let done = loop {
+        let frame = recv_frame(&mut recv).await;
+        if frame["type"] != "progress" {
+            break frame;
+        }
+    };
+    assert_eq!(done["type"], "upload_complete", "{done}");
+    assert_eq!(std::fs::read(dir.join("p.bin")).unwrap(), data);
+
     // The library client: an upload of a file the server already has completely starts from 0.
     let local = tmp.0.join("p.bin");
     std::fs::write(&local, &data).unwrap();
