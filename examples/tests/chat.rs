@@ -433,7 +433,7 @@ async fn every_error() {
         join(&a, &"ř".repeat(64), &"😀".repeat(32)).await,
         ["😀".repeat(32)]
     );
-    assert_eq!(join(&a, "lobby", &name32).await, [name32.clone()]);
+    assert_eq!(join(&a, "lobby", &name32).await, vec![name32.clone()]);
     let chat_raw = |text: &str| {
         serde_json::to_vec(&json!({"type":"chat","room":"lobby","text":text})).unwrap()
     };

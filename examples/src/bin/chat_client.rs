@@ -76,15 +76,13 @@ fn input(tx: mpsc::Sender<String>) -> Result<Output, String> {
         let printer = editor
             .create_external_printer()
             .map_err(|e| e.to_string())?;
-        std::thread::spawn(move || loop {
-            match editor.readline("> ") {
-                Ok(line) => {
-                    let _ = editor.add_history_entry(line.as_str());
-                    if tx.blocking_send(line).is_err() {
-                        break;
-                    }
+        // Ends at Ctrl-D or Ctrl-C.
+        std::thread::spawn(move || {
+            while let Ok(line) = editor.readline("> ") {
+                let _ = editor.add_history_entry(line.as_str());
+                if tx.blocking_send(line).is_err() {
+                    break;
                 }
-                Err(_) => break, // Ctrl-D, Ctrl-C
             }
         });
         Ok(Output::Editor(Box::new(printer)))
