@@ -191,7 +191,11 @@ async fn run(args: Args) -> Result<(), String> {
             }
         }
     }
+    // Close the session, then the connection, and wait (bounded) until that has gone out: the process
+    // ending first would leave the server to find out at its idle timeout.
     let _ = session.close(0, "bye");
-    let _ = tokio::time::timeout(Duration::from_secs(1), session.closed()).await;
+    let endpoint = session.endpoint().clone();
+    endpoint.close(tern_async::code::H3_NO_ERROR, "bye");
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     Ok(())
 }
