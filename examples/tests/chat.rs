@@ -959,3 +959,122 @@ fn chat_page_in_headless_chromium() {
     drop(driver);
     let _ = std::fs::remove_dir_all(&profile);
 }
+
+/// The same requests on bidirectional streams: the sender's own answers come back on the stream (so they
+/// cannot be lost), broadcasts still as datagrams; a request over the size limit is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_on_streams() {
+    use tern_examples::chat::ClientMessage;
+    let server = Server::start(&["--history", "2"]);
+    let (_ca, alice) = server.connect().await;
+    let (_cb, bob) = server.connect().await;
+    let t = Duration::from_secs(5);
+    let join = |room: &str, user: &str| ClientMessage::Join {
+        room: room.into(),
+        username: user.into(),
+    };
+
+    let answers = alice.request(&join("lobby", "alice"), t).await.unwrap();
+    assert_eq!(
+        answers,
+        [ServerMessage::Joined {
+            room: "lobby".into(),
+            users: vec!["alice".into()],
+            more: 0
+        }]
+    );
+    // The broadcast came as a datagram.
+    next(
+        &alice,
+        "user_joined",
+        |m| matches!(m, ServerMessage::UserJoined { username, .. } if username == "alice"),
+    )
+    .await;
+    // A chat on a stream has no answer of its own; its broadcast reaches alice as a datagram.
+    let said = ClientMessage::Chat {
+        room: "lobby".into(),
+        text: "reliably sent".into(),
+    };
+    assert_eq!(alice.request(&said, t).await.unwrap(), []);
+    next(
+        &alice,
+        "message",
+        is_message("lobby", "alice", "reliably sent"),
+    )
+    .await;
+
+    // Bob's join over a stream: `joined` and the history on the stream.
+    let answers = bob.request(&join("lobby", "bob"), t).await.unwrap();
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert_eq!(
+        answers[0],
+        ServerMessage::Joined {
+            room: "lobby".into(),
+            users: vec!["alice".into(), "bob".into()],
+            more: 0
+        }
+    );
+    assert!(
+        matches!(&answers[1], ServerMessage::Message { username, text, history: true, .. }
+            if username == "alice" && text == "reliably sent"),
+        "{answers:?}"
+    );
+    match &alice.request(&ClientMessage::List, t).await.unwrap()[..] {
+        [ServerMessage::Rooms { rooms, more: 0 }] => {
+            assert_eq!(rooms, &[info("lobby", &["alice", "bob"])])
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        &alice.request(&ClientMessage::Ping, t).await.unwrap()[..],
+        [ServerMessage::Pong { .. }]
+    ));
+    assert_eq!(
+        bob.request(
+            &ClientMessage::Leave {
+                room: "lobby".into()
+            },
+            t
+        )
+        .await
+        .unwrap(),
+        [ServerMessage::Left {
+            room: "lobby".into()
+        }]
+    );
+    next(&alice, "user_left bob", is_user_left("lobby", "bob")).await;
+
+    // Errors come back on the stream too, and a request over the limit is refused.
+    let raw = |c: &ChatClient, data: Vec<u8>| {
+        let session = c.session().clone();
+        async move {
+            let (mut send, mut recv) = session.open_bi().await.unwrap();
+            // The server may stop reading past its limit: the write can fail then; the answer still comes.
+            let _ = send.write_all_and_finish(&data).await;
+            let answer = session
+                .timeout(WAIT, recv.read_to_end(1 << 16))
+                .await
+                .unwrap()
+                .unwrap();
+            String::from_utf8(answer).unwrap()
+        }
+    };
+    assert_eq!(
+        raw(&bob, b"{oops".to_vec()).await,
+        "{\"type\":\"error\",\"message\":\"Invalid JSON\"}\n"
+    );
+    assert_eq!(
+        raw(
+            &bob,
+            br#"{"type":"chat","room":"lobby","text":"x"}"#.to_vec()
+        )
+        .await,
+        "{\"type\":\"error\",\"message\":\"Not in room\"}\n"
+    );
+    let huge =
+        serde_json::to_vec(&json!({"type":"chat","room":"lobby","text":"x".repeat(5000)})).unwrap();
+    assert_eq!(
+        raw(&alice, huge).await,
+        "{\"type\":\"error\",\"message\":\"Message too long\"}\n"
+    );
+}

@@ -6,6 +6,9 @@ use tern_async::{DatagramError, Session, SessionError};
 
 use super::protocol::{ClientMessage, ServerMessage};
 
+/// Most bytes [`ChatClient::request`] reads back from one stream.
+pub const MAX_ANSWER_BYTES: usize = 1 << 20;
+
 /// A chat session: send requests, receive the server's messages (datagrams, so either may be lost).
 ///
 /// ```no_run
@@ -72,6 +75,35 @@ impl ChatClient {
     /// `ping`.
     pub fn ping(&self) -> Result<(), DatagramError> {
         self.send(&ClientMessage::Ping)
+    }
+
+    /// Sends `message` on a bidirectional stream of its own (delivered reliably, unlike a datagram) and
+    /// returns the answers meant for this client alone, which the server writes back on that stream
+    /// (`joined` and the history, `left`, `pong`, `rooms`, `error`); broadcasts still come as datagrams.
+    /// Waits at most `after`.
+    pub async fn request(
+        &self,
+        message: &ClientMessage,
+        after: Duration,
+    ) -> Result<Vec<ServerMessage>, String> {
+        let exchange = async {
+            let (mut send, mut recv) = self.session.open_bi().await.map_err(|e| e.to_string())?;
+            send.write_all_and_finish(&message.encode())
+                .await
+                .map_err(|e| e.to_string())?;
+            let data = recv
+                .read_to_end(MAX_ANSWER_BYTES)
+                .await
+                .map_err(|e| e.to_string())?;
+            data.split(|b| *b == b'\n')
+                .filter(|line| !line.is_empty())
+                .map(|line| serde_json::from_slice(line).map_err(|e| e.to_string()))
+                .collect()
+        };
+        match self.session.timeout(after, exchange).await {
+            Ok(r) => r,
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// The next server message; `Err` with the JSON text when it is not one this client knows.

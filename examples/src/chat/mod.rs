@@ -51,9 +51,18 @@
 //! | `Username too long (max 32 characters)` | see the limits |
 //! | `Room name too long (max 64 characters)` | |
 //! | `Text too long (max 500 bytes)` | |
-//! | `Message too long` | a datagram over [`MAX_REQUEST_BYTES`], or an answer that would not fit in one datagram |
+//! | `Message too long` | a request over [`MAX_REQUEST_BYTES`] (on a stream; a datagram cannot be that long on most paths), or a chat whose broadcast would not fit in one datagram |
 //! | `Room and username must not contain control characters` | |
 //! | `Too many rooms` / `Room full` / `Too many users` / `Too many rooms joined (max 16)` | a server bound |
+//!
+//! # Reliable requests on streams (added)
+//!
+//! A client may also send any of the requests above on a **bidirectional stream of its own**: the JSON
+//! object, then FIN (at most [`MAX_REQUEST_BYTES`], within [`STREAM_REQUEST_TIMEOUT`]). The answers meant
+//! for that client alone (`joined` and the history, `left`, `pong`, `rooms`, `error`) come back on the
+//! same stream, one JSON object a line (`\n` after each), then FIN; broadcasts (`user_joined`, `message`,
+//! `user_left`) still go to every member, this one included, as datagrams. A request so sent is not lost;
+//! the broadcasts it causes may be. [`ChatClient::request`] does this.
 //!
 //! A session that ends (closed, or silent past the idle timeout) leaves all its rooms: each remaining
 //! member gets `user_left`. A member the server cannot send to any more (its session closed) is removed in
@@ -92,10 +101,11 @@ pub mod page;
 mod protocol;
 mod server;
 
-pub use client::{format_event, ChatClient, Palette};
+pub use client::{format_event, ChatClient, Palette, MAX_ANSWER_BYTES};
 pub use protocol::{ClientMessage, RoomInfo, ServerMessage};
 pub use server::{
     now_timestamp, ChatConfig, ChatServer, ChatStats, MemberId, DEFAULT_HISTORY, DEFAULT_MAX_ROOMS,
     DEFAULT_MAX_ROOMS_PER_USER, DEFAULT_MAX_ROOM_MEMBERS, DEFAULT_MAX_TEXT_BYTES,
     DEFAULT_MAX_USERS, MAX_REQUEST_BYTES, MAX_ROOM_CHARS, MAX_USERNAME_CHARS,
+    STREAM_REQUEST_TIMEOUT,
 };

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use tern_app::{Request, ServerApp};
@@ -30,6 +30,8 @@ pub const DEFAULT_MAX_ROOM_MEMBERS: usize = 256;
 pub const DEFAULT_MAX_USERS: usize = 4096;
 /// Default most rooms one session is in at once.
 pub const DEFAULT_MAX_ROOMS_PER_USER: usize = 16;
+/// How long a request on a stream may take to arrive (then the stream is dropped).
+pub const STREAM_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The server's bounds. `Default` gives the `DEFAULT_*` constants.
 #[derive(Debug, Clone)]
@@ -110,6 +112,9 @@ struct State {
     named: usize,
     /// Members found closed during a send, removed once the current request is done.
     dead: Vec<MemberId>,
+    /// While a request that came on a stream is handled: its sender, and the answers meant for it
+    /// (written back on the stream instead of sent as datagrams).
+    capture: Option<(MemberId, Vec<ServerMessage>)>,
 }
 
 #[derive(Default)]
@@ -161,15 +166,75 @@ impl ChatServer {
         })
     }
 
-    /// Runs one session: reads its datagrams until it ends, then leaves all its rooms.
+    /// Runs one session: reads its datagrams (and requests on bidirectional streams) until it ends, then
+    /// leaves all its rooms.
     pub async fn serve_session(&self, session: Session) {
         let id = self.connect(session.clone());
         log::info!("chat session {id:?} from {}", session.remote_address());
+        let streams = {
+            let (chat, session) = (self.clone(), session.clone());
+            tokio::spawn(async move {
+                while let Ok((send, recv)) = session.accept_bi().await {
+                    let chat = chat.clone();
+                    let timer = session.clone();
+                    tokio::spawn(async move {
+                        let served = chat.serve_stream(id, send, recv);
+                        if timer.timeout(STREAM_REQUEST_TIMEOUT, served).await.is_err() {
+                            log::debug!("chat {id:?}: stream request too slow; dropped");
+                        }
+                    });
+                }
+            })
+        };
         while let Ok(data) = session.recv_datagram().await {
             self.handle_datagram(id, &data);
         }
+        streams.abort();
         self.disconnect(id);
         log::info!("chat session {id:?} ended");
+    }
+
+    /// One request on a bidirectional stream, ended by FIN; the answers meant for the sender go back on
+    /// the stream, one JSON object a line, then FIN.
+    async fn serve_stream(
+        &self,
+        id: MemberId,
+        mut send: tern_async::SendStream,
+        mut recv: tern_async::RecvStream,
+    ) {
+        let answers = match recv.read_to_end(MAX_REQUEST_BYTES).await {
+            Ok(data) => self.handle_stream_request(id, &data),
+            Err(tern_async::ReadError::TooLong { .. }) => vec![error("Message too long")],
+            Err(e) => {
+                log::debug!("chat {id:?}: stream request: {e}");
+                return;
+            }
+        };
+        let mut out = Vec::new();
+        for a in &answers {
+            out.extend_from_slice(&a.encode());
+            out.push(b'\n');
+        }
+        if let Err(e) = send.write_all_and_finish(&out).await {
+            log::debug!("chat {id:?}: stream answer: {e}");
+        }
+    }
+
+    /// Handles one request that came on a stream: broadcasts go out as datagrams as usual; the answers
+    /// meant for the sender alone (`joined`, history, `left`, `pong`, `rooms`, `error`) are returned.
+    pub fn handle_stream_request(&self, id: MemberId, data: &[u8]) -> Vec<ServerMessage> {
+        let mut st = self.lock();
+        if !st.members.contains_key(&id) {
+            return Vec::new();
+        }
+        st.capture = Some((id, Vec::new()));
+        if let Err(e) = self.handle(&mut st, id, data) {
+            log::debug!("chat {id:?}: {e}");
+            self.send_to(&mut st, id, &error(e));
+        }
+        let answers = st.capture.take().map(|(_, a)| a).unwrap_or_default();
+        self.reap(&mut st);
+        answers
     }
 
     /// Registers a session (not yet named, in no room).
@@ -552,6 +617,12 @@ impl ChatServer {
     }
 
     fn send_to(&self, st: &mut State, id: MemberId, message: &ServerMessage) {
+        if let Some((to, answers)) = &mut st.capture {
+            if *to == id {
+                answers.push(message.clone());
+                return;
+            }
+        }
         self.send_bytes(st, id, &message.encode());
     }
 
