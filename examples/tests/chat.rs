@@ -1078,3 +1078,80 @@ async fn requests_on_streams() {
         "{\"type\":\"error\",\"message\":\"Message too long\"}\n"
     );
 }
+
+/// `chat_client` on a terminal (a pseudo-terminal from util-linux `script`): rustyline's prompt, and
+/// colours unless `NO_COLOR` is set.
+#[test]
+fn client_on_a_terminal() {
+    if Command::new("script").arg("--version").output().is_err() {
+        say("SKIPPED: client_on_a_terminal: no `script` (util-linux) to make a pseudo-terminal");
+        return;
+    }
+    let server = Server::start(&[]);
+    for no_color in [false, true] {
+        let command = format!(
+            "{CLIENT} {} --cert-hash {} --username bob --room lobby",
+            server.url, server.hash
+        );
+        let mut cmd = Command::new("script");
+        cmd.args(["-qfec", &command, "/dev/null"])
+            .env("TERM", "xterm")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        } else {
+            cmd.env_remove("NO_COLOR");
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut stdout, &mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut seen = String::new();
+        let mut wait_for = |want: &str| {
+            let deadline = Instant::now() + WAIT;
+            while !seen.contains(want) {
+                let left = deadline
+                    .checked_duration_since(Instant::now())
+                    .unwrap_or_else(|| panic!("terminal never showed {want:?}: {seen:?}"));
+                match rx.recv_timeout(left) {
+                    Ok(bytes) => seen.push_str(&String::from_utf8_lossy(&bytes)),
+                    Err(_) => panic!("terminal never showed {want:?}: {seen:?}"),
+                }
+            }
+            seen.clone()
+        };
+        wait_for("joined lobby; users: bob");
+        writeln!(stdin, "hello there").unwrap();
+        let shown = if no_color {
+            wait_for("[lobby] bob: hello there")
+        } else {
+            wait_for("[lobby] \x1b[1;36mbob\x1b[0m: hello there")
+        };
+        // rustyline's prompt is there; colours only without NO_COLOR.
+        assert!(shown.contains("> "), "{shown:?}");
+        assert_eq!(shown.contains("\x1b[1;36m"), !no_color, "{shown:?}");
+        writeln!(stdin, "/quit").unwrap();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "{status}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chat_client did not end at /quit"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

@@ -40,24 +40,30 @@ struct Args {
     client: ClientArgs,
 }
 
-/// Where server lines go: stdout, or rustyline's printer (which redraws the prompt below them).
+/// Where server lines go: plain lines, or above the prompt of the line being edited.
 enum Output {
     Plain,
-    Editor(Box<dyn rustyline::ExternalPrinter + Send>),
+    /// The line replaces the prompt's line, and a fresh prompt follows; rustyline redraws what was typed
+    /// at the next key. (rustyline's `ExternalPrinter` would redraw at once, but with it a pasted line
+    /// waits for the next key press: its select loop ignores input already buffered.)
+    Terminal,
 }
 
 impl Output {
     fn line(&mut self, text: String) {
         match self {
             Output::Plain => println!("{text}"),
-            Output::Editor(p) => {
-                if p.print(format!("{text}\n")).is_err() {
-                    println!("{text}");
-                }
+            Output::Terminal => {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                let _ = write!(out, "\r\x1b[K{text}\n{PROMPT}");
+                let _ = out.flush();
             }
         }
     }
 }
+
+const PROMPT: &str = "> ";
 
 #[tokio::main]
 async fn main() {
@@ -73,19 +79,16 @@ async fn main() {
 fn input(tx: mpsc::Sender<String>) -> Result<Output, String> {
     if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
         let mut editor = rustyline::DefaultEditor::new().map_err(|e| e.to_string())?;
-        let printer = editor
-            .create_external_printer()
-            .map_err(|e| e.to_string())?;
         // Ends at Ctrl-D or Ctrl-C.
         std::thread::spawn(move || {
-            while let Ok(line) = editor.readline("> ") {
+            while let Ok(line) = editor.readline(PROMPT) {
                 let _ = editor.add_history_entry(line.as_str());
                 if tx.blocking_send(line).is_err() {
                     break;
                 }
             }
         });
-        Ok(Output::Editor(Box::new(printer)))
+        Ok(Output::Terminal)
     } else {
         std::thread::spawn(move || {
             for line in std::io::stdin().lock().lines().map_while(Result::ok) {
