@@ -1155,3 +1155,34 @@ fn client_on_a_terminal() {
         }
     }
 }
+
+/// The bytes the seed's Python client sends (`json.dumps(message).encode()`: spaces after `:` and `,`,
+/// non-ASCII escaped as `\uXXXX`) are understood.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_clients_bytes() {
+    let server = Server::start(&[]);
+    let (_ca, alice) = server.connect().await;
+    let s = alice.session();
+    s.send_datagram(br#"{"type": "join", "room": "lobby", "username": "alice"}"#)
+        .unwrap();
+    assert_eq!(
+        next(&alice, "joined", |m| matches!(
+            m,
+            ServerMessage::Joined { .. }
+        ))
+        .await,
+        ServerMessage::Joined {
+            room: "lobby".into(),
+            users: vec!["alice".into()],
+            more: 0
+        }
+    );
+    s.send_datagram(br#"{"type": "chat", "room": "lobby", "text": "caf\u00e9 \ud83d\ude00"}"#)
+        .unwrap();
+    next(&alice, "message", is_message("lobby", "alice", "café 😀")).await;
+    s.send_datagram(br#"{"type": "ping"}"#).unwrap();
+    next(&alice, "pong", |m| matches!(m, ServerMessage::Pong { .. })).await;
+    s.send_datagram(br#"{"type": "leave", "room": "lobby"}"#)
+        .unwrap();
+    next(&alice, "left", |m| matches!(m, ServerMessage::Left { .. })).await;
+}
