@@ -1186,3 +1186,17 @@ async fn the_seed_clients_bytes() {
         .unwrap();
     next(&alice, "left", |m| matches!(m, ServerMessage::Left { .. })).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_past_the_limit_are_refused() {
+    let server = Server::start(&["--max-sessions", "2"]);
+    let (_c1, one) = server.connect().await;
+    let (_c2, _two) = server.connect().await;
+    let err = match server.client_args().connect(&server.url).await {
+        Ok(_) => panic!("a third session was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("503"), "{err}");
+    // The sessions inside still work.
+    assert_eq!(join(&one, "lobby", "one").await, ["one"]);
+}

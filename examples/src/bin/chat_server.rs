@@ -14,8 +14,8 @@ use std::time::Duration;
 use clap::Parser;
 use tern_examples::chat::{
     page::PageServer, ChatConfig, ChatServer, DEFAULT_HISTORY, DEFAULT_MAX_ROOMS,
-    DEFAULT_MAX_ROOMS_PER_USER, DEFAULT_MAX_ROOM_MEMBERS, DEFAULT_MAX_TEXT_BYTES,
-    DEFAULT_MAX_USERS,
+    DEFAULT_MAX_ROOMS_PER_USER, DEFAULT_MAX_ROOM_MEMBERS, DEFAULT_MAX_SESSIONS,
+    DEFAULT_MAX_TEXT_BYTES, DEFAULT_MAX_USERS,
 };
 use tern_examples::common::{init_logging, ServerArgs};
 
@@ -45,6 +45,9 @@ struct Args {
     /// Most rooms one session is in.
     #[arg(long, default_value_t = DEFAULT_MAX_ROOMS_PER_USER)]
     max_rooms_per_user: usize,
+    /// Most sessions at once (more are refused with 503).
+    #[arg(long, default_value_t = DEFAULT_MAX_SESSIONS)]
+    max_sessions: usize,
     /// Seconds of silence after which a session is dropped (and leaves its rooms).
     #[arg(long, default_value_t = 30.0)]
     idle_timeout: f64,
@@ -68,6 +71,7 @@ async fn run(args: Args) -> Result<(), String> {
         max_room_members: args.max_room_members,
         max_users: args.max_users,
         max_rooms_per_user: args.max_rooms_per_user,
+        max_sessions: args.max_sessions,
     };
     let idle = Duration::from_secs_f64(args.idle_timeout.max(0.1));
     let (endpoint, sha256) = args.server.bind(|c| c.with_idle_timeout(idle))?;

@@ -73,7 +73,8 @@
 //! - Username at most [`MAX_USERNAME_CHARS`] (32) characters, room name at most [`MAX_ROOM_CHARS`] (64),
 //!   chat text at most [`DEFAULT_MAX_TEXT_BYTES`] (500) bytes of UTF-8; no control characters in names.
 //! - At most [`DEFAULT_MAX_ROOMS`] rooms, [`DEFAULT_MAX_ROOM_MEMBERS`] members a room,
-//!   [`DEFAULT_MAX_USERS`] named sessions, [`DEFAULT_MAX_ROOMS_PER_USER`] rooms a session.
+//!   [`DEFAULT_MAX_USERS`] named sessions, [`DEFAULT_MAX_ROOMS_PER_USER`] rooms a session,
+//!   [`DEFAULT_MAX_SESSIONS`] sessions (more are refused with status 503).
 //! - History: the last [`DEFAULT_HISTORY`] messages of a room, kept while the room has members (a room is
 //!   deleted with its history when its last member leaves, as in the seed).
 //! - Nothing is ever sent larger than the receiving session's `max_datagram_size()`: an answer that would
@@ -105,7 +106,7 @@ pub use client::{format_event, ChatClient, Palette, MAX_ANSWER_BYTES};
 pub use protocol::{ClientMessage, RoomInfo, ServerMessage};
 pub use server::{
     now_timestamp, ChatConfig, ChatServer, ChatStats, MemberId, DEFAULT_HISTORY, DEFAULT_MAX_ROOMS,
-    DEFAULT_MAX_ROOMS_PER_USER, DEFAULT_MAX_ROOM_MEMBERS, DEFAULT_MAX_TEXT_BYTES,
-    DEFAULT_MAX_USERS, MAX_REQUEST_BYTES, MAX_ROOM_CHARS, MAX_USERNAME_CHARS,
-    STREAM_REQUEST_TIMEOUT,
+    DEFAULT_MAX_ROOMS_PER_USER, DEFAULT_MAX_ROOM_MEMBERS, DEFAULT_MAX_SESSIONS,
+    DEFAULT_MAX_TEXT_BYTES, DEFAULT_MAX_USERS, MAX_REQUEST_BYTES, MAX_ROOM_CHARS,
+    MAX_USERNAME_CHARS, STREAM_REQUEST_TIMEOUT,
 };

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use tern_app::{Request, ServerApp};
+use tern_app::{Request, ServerApp, SessionLimit};
 use tern_async::{DatagramError, Session};
 
 use super::protocol::{RoomInfo, ServerMessage};
@@ -28,6 +28,8 @@ pub const DEFAULT_MAX_ROOMS: usize = 1024;
 pub const DEFAULT_MAX_ROOM_MEMBERS: usize = 256;
 /// Default most named sessions (sessions that have joined a room at least once) at once.
 pub const DEFAULT_MAX_USERS: usize = 4096;
+/// Default most sessions at once (more are refused with 503 before any state is kept for them).
+pub const DEFAULT_MAX_SESSIONS: usize = 8192;
 /// Default most rooms one session is in at once.
 pub const DEFAULT_MAX_ROOMS_PER_USER: usize = 16;
 /// How long a request on a stream may take to arrive (then the stream is dropped).
@@ -48,6 +50,8 @@ pub struct ChatConfig {
     pub max_users: usize,
     /// Most rooms one session is in.
     pub max_rooms_per_user: usize,
+    /// Most sessions at once ([`app`](ChatServer::app) refuses more with 503).
+    pub max_sessions: usize,
 }
 
 impl Default for ChatConfig {
@@ -59,6 +63,7 @@ impl Default for ChatConfig {
             max_room_members: DEFAULT_MAX_ROOM_MEMBERS,
             max_users: DEFAULT_MAX_USERS,
             max_rooms_per_user: DEFAULT_MAX_ROOMS_PER_USER,
+            max_sessions: DEFAULT_MAX_SESSIONS,
         }
     }
 }
@@ -157,13 +162,16 @@ impl ChatServer {
         }
     }
 
-    /// A `ServerApp` serving the chat at `/`.
+    /// A `ServerApp` serving the chat at `/`, refusing sessions past `max_sessions` (503).
     pub fn app(&self) -> ServerApp {
         let chat = self.clone();
-        ServerApp::new().route("/", move |session: Session, _req: Request| {
-            let chat = chat.clone();
-            async move { chat.serve_session(session).await }
-        })
+        let limit = SessionLimit::new().global(self.config.max_sessions);
+        ServerApp::new()
+            .middleware(limit)
+            .route("/", move |session: Session, _req: Request| {
+                let chat = chat.clone();
+                async move { chat.serve_session(session).await }
+            })
     }
 
     /// Runs one session: reads its datagrams (and requests on bidirectional streams) until it ends, then
