@@ -89,7 +89,7 @@ impl ServerArgs {
 }
 
 /// How a client checks the server's certificate (the system's roots by default).
-#[derive(clap::Args, Debug, Clone, Default)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct ClientArgs {
     /// Accept the server certificate with this SHA-256 (hex, as the server prints it); repeatable.
     #[arg(long = "cert-hash")]
@@ -101,9 +101,24 @@ pub struct ClientArgs {
     #[arg(long)]
     pub insecure: bool,
     /// How long to wait for the session (seconds).
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = DEFAULT_CONNECT_TIMEOUT_SECS)]
     pub connect_timeout: f64,
 }
+
+/// The command line's defaults: system roots, a 10 s connect timeout.
+impl Default for ClientArgs {
+    fn default() -> Self {
+        Self {
+            cert_hash: Vec::new(),
+            ca: None,
+            insecure: false,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT_SECS,
+        }
+    }
+}
+
+/// The connect timeout clients use unless told otherwise (seconds).
+pub const DEFAULT_CONNECT_TIMEOUT_SECS: f64 = 10.0;
 
 impl ClientArgs {
     /// The tern-app client configuration these options describe.
@@ -220,7 +235,6 @@ impl ServerProcess {
     pub fn client_args(&self) -> ClientArgs {
         ClientArgs {
             cert_hash: vec![self.cert_hash.clone()],
-            connect_timeout: 10.0,
             ..Default::default()
         }
     }

@@ -3,7 +3,7 @@
 //!
 //! # Protocol
 //!
-//! A session to `/` on the server (`https://HOST:4433/`). Every message is **one WebTransport datagram
+//! A session on any path (the seed's clients use `https://HOST:4433/`). Every message is **one WebTransport datagram
 //! holding one JSON object** (UTF-8), in both directions; the `"type"` field says what it is. Datagrams are
 //! **unreliable and unordered**: a message can be lost (the server's send queue full, a lost packet that
 //! QUIC does not retransmit) or arrive after a later one. The seed accepted that for low latency; so do we.
@@ -93,7 +93,7 @@
 //! # Pieces
 //!
 //! - [`ChatServer`]: the rooms; [`ChatServer::serve_session`] runs one session, [`ChatServer::app`] gives
-//!   a `tern_app::ServerApp` serving `/`.
+//!   a `tern_app::ServerApp` serving every path.
 //! - [`page`]: the browser page, served over plain HTTP by `chat_server --http`.
 //! - [`ChatClient`]: a client session; [`format_event`] prints a server message as one line.
 

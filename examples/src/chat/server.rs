@@ -162,13 +162,14 @@ impl ChatServer {
         }
     }
 
-    /// A `ServerApp` serving the chat at `/`, refusing sessions past `max_sessions` (503).
+    /// A `ServerApp` serving the chat on every path (as the seed's server does; its clients use `/`),
+    /// refusing sessions past `max_sessions` (503).
     pub fn app(&self) -> ServerApp {
         let chat = self.clone();
         let limit = SessionLimit::new().global(self.config.max_sessions);
         ServerApp::new()
             .middleware(limit)
-            .route("/", move |session: Session, _req: Request| {
+            .fallback(move |session: Session, _req: Request| {
                 let chat = chat.clone();
                 async move { chat.serve_session(session).await }
             })
