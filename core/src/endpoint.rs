@@ -497,7 +497,7 @@ impl Endpoint {
                 }
                 return None;
             }
-            if !self.evict_oldest_handshake() {
+            if !self.evict_oldest_handshake(now) {
                 self.stats.dropped_handshake_cap += 1;
                 return None;
             }
@@ -579,24 +579,33 @@ impl Endpoint {
         Some(h)
     }
 
-    /// Ends the oldest connection still in its handshake (CONNECTION_REFUSED) to make room for a validated
-    /// client at `max_handshakes`. False when there is none.
-    fn evict_oldest_handshake(&mut self) -> bool {
+    /// Ends the oldest connection still in its handshake to make room for a validated client at
+    /// `max_handshakes`: its client gets CONNECTION_CLOSE CONNECTION_REFUSED (sent statelessly) and its state
+    /// is freed at once, so the cap bounds memory even under a flood of validated clients. False when there
+    /// is none.
+    fn evict_oldest_handshake(&mut self, now: Instant) -> bool {
         const CONNECTION_REFUSED: u64 = 0x02;
         while let Some(h) = self.handshake_order.pop_front() {
-            let Some(c) = self.conns.get_mut(&h) else {
-                continue;
-            };
-            if !c.handshaking {
+            if !self.conns.get(&h).is_some_and(|c| c.handshaking) {
                 continue;
             }
-            c.handshaking = false;
-            self.handshaking -= 1;
+            let Some(mut c) = self.conns.remove(&h) else {
+                continue;
+            };
             let _ = c.quic.close(false, CONNECTION_REFUSED, b"");
+            for _ in 0..4 {
+                let mut out = vec![0u8; STATELESS_PACKET];
+                match c.quic.send(&mut out) {
+                    Ok((n, info)) => {
+                        out.truncate(n);
+                        self.queue_stateless(now, info.to, info.from, out);
+                    }
+                    Err(_) => break,
+                }
+            }
             self.stats.evicted_handshakes += 1;
             log::debug!("connection {h:?}: replaced by a validated client at max_handshakes");
-            self.mark(h);
-            self.rearm(h);
+            self.forget(h, c);
             return true;
         }
         false
@@ -766,6 +775,13 @@ impl Endpoint {
         let Some(c) = self.conns.remove(&h) else {
             return;
         };
+        self.forget(h, c);
+    }
+
+    /// Releases what the endpoint holds for a connection removed from the table: its counters, its
+    /// address's count, its connection ids (by its own ids, not a scan of the table: a mass expiry would be
+    /// quadratic) and stale timers.
+    fn forget(&mut self, h: ConnectionHandle, c: Box<Connection>) {
         connection::add_stats(&mut self.ended_stats, &c.ended_stats);
         if c.closed_without_session {
             self.stats.closed_without_session += 1;
@@ -782,7 +798,6 @@ impl Endpoint {
                 }
             }
         }
-        // By its own ids, not a scan of the table (a mass expiry would be quadratic).
         for id in &c.cids {
             if self.cids.get(id) == Some(&h) {
                 self.cids.remove(id);

@@ -172,6 +172,12 @@ fn main() {
                 }
             }
         }
+        // Timers as a driver runs them (closing and expired connections are reaped).
+        if ep.poll_timeout().is_some_and(|t| t <= Instant::now()) {
+            ep.handle_timeout(Instant::now());
+            drain(&mut ep, &mut inbox);
+            inbox.clear();
+        }
         if i % 1000 == 0 {
             peak = peak.max(rss_kib());
             inbox.clear();
