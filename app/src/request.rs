@@ -144,10 +144,10 @@ enum Segment {
 /// route their own messages the same way (the HTTP-like example routes requests inside a session).
 ///
 /// ```
-/// let p = tern_app::RouteRoutePattern::parse("/api/items/{id}").unwrap();
+/// let p = tern_app::RoutePattern::parse("/api/items/{id}").unwrap();
 /// assert_eq!(p.matches("/api/items/7").unwrap()["id"], "7");
 /// assert!(p.matches("/api/items").is_none());
-/// assert!(tern_app::RouteRoutePattern::parse("items").is_err());
+/// assert!(tern_app::RoutePattern::parse("items").is_err());
 /// ```
 #[derive(Clone, Debug)]
 pub struct RoutePattern {

@@ -52,3 +52,25 @@ pub fn proc_cpu_seconds(pid: &str) -> Option<f64> {
     let stime: u64 = fields.next()?.parse().ok()?;
     Some((utime + stime) as f64 / USER_HZ)
 }
+
+/// This process's resident set size in KiB (`/proc/self/statm`; 0 where it cannot be read).
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map(|pages| pages * 4)
+        .unwrap_or(0)
+}
+
+/// A quiche client configuration for flooding a server endpoint with real Initials (no verification: it
+/// tests the server).
+pub fn flood_client_config() -> quiche::Config {
+    let mut cfg = quiche::Config::new(quiche::PROTOCOL_VERSION).expect("quiche config");
+    cfg.set_application_protos(&[b"h3"]).expect("ALPN");
+    cfg.verify_peer(false);
+    cfg.set_max_idle_timeout(600_000);
+    cfg.set_initial_max_data(1 << 20);
+    cfg.set_initial_max_streams_uni(8);
+    cfg.set_initial_max_stream_data_uni(1 << 16);
+    cfg
+}

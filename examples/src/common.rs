@@ -257,6 +257,27 @@ impl Drop for ServerProcess {
     }
 }
 
+/// GETs `path` from `addr` (`host:port`) over plain HTTP/1.1 (`Connection: close`): the status line and
+/// the body. For the examples' metrics and page endpoints, in tests and scripts.
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(String, String)> {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    tcp.read_to_string(&mut text)?;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, "no end of the head")
+    })?;
+    Ok((
+        head.lines().next().unwrap_or_default().to_string(),
+        body.to_string(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

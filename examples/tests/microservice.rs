@@ -3,7 +3,7 @@
 //! binary. Every route, every error reply, the limits, a restart on the same database, and the
 //! Prometheus metrics over HTTP.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -656,19 +656,8 @@ async fn the_client_binary() {
     assert!(out.stdout.is_empty());
 }
 
-/// GET `path` over plain HTTP/1.1 and return the status line and body.
 fn http_get(addr: &str, path: &str) -> (String, String) {
-    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        tcp,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    tcp.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    (head.lines().next().unwrap().to_string(), body.to_string())
+    tern_examples::common::http_get(addr, path).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

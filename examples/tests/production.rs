@@ -4,7 +4,7 @@
 //! one), graceful shutdown on SIGTERM with exit status 0, JSON log lines, the Prometheus endpoint, the
 //! shipped configuration example and the systemd unit.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -215,17 +215,7 @@ fn rejection(e: &ClientError) -> (u16, Option<String>) {
 }
 
 fn http_get(addr: &str, path: &str) -> (String, String) {
-    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        tcp,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    tcp.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    (head.lines().next().unwrap().to_string(), body.to_string())
+    tern_examples::common::http_get(addr, path).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

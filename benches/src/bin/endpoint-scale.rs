@@ -17,22 +17,6 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map(|pages| pages * 4)
-        .unwrap_or(0)
-}
-
-fn client_config() -> quiche::Config {
-    let mut cfg = quiche::Config::new(quiche::PROTOCOL_VERSION).unwrap();
-    cfg.set_application_protos(&[b"h3"]).unwrap();
-    cfg.verify_peer(false);
-    cfg.set_max_idle_timeout(60_000);
-    cfg
-}
-
 /// Nanoseconds per iteration of `f`, the median of five runs of `iters`.
 fn per_iter(iters: u32, mut f: impl FnMut()) -> f64 {
     let mut runs: Vec<f64> = (0..5)
@@ -63,13 +47,13 @@ fn main() {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let (cert, key) = (ck.cert.pem(), ck.signing_key.serialize_pem());
     let server: SocketAddr = "127.0.0.1:4433".parse().unwrap();
-    let mut ccfg = client_config();
+    let mut ccfg = tern_benches::flood_client_config();
     println!(
         "{:>8} {:>10} {:>12} {:>12} {:>14} {:>12}",
         "conns", "setup s", "junk ns", "known ns", "timer pass ns", "KiB/conn"
     );
     for n in counts {
-        let base_rss = rss_kib();
+        let base_rss = tern_benches::rss_kib();
         let mut ep = tern::Endpoint::new(
             tern::Config::new()
                 .with_certificate_pem(cert.clone(), key.clone())
@@ -108,7 +92,7 @@ fn main() {
         }
         let setup = setup.elapsed();
         assert_eq!(ep.connection_count(), n, "every client accepted");
-        let per_conn = rss_kib().saturating_sub(base_rss) as f64 / n as f64;
+        let per_conn = tern_benches::rss_kib().saturating_sub(base_rss) as f64 / n as f64;
         // Nothing is due at `now0`: every deadline was set after it.
         let now0 = Instant::now() - Duration::from_millis(1);
 

@@ -38,26 +38,6 @@ struct Args {
     idle_ms: u64,
 }
 
-/// Resident set size, KiB.
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map(|pages| pages * 4)
-        .unwrap_or(0)
-}
-
-fn client_config() -> quiche::Config {
-    let mut cfg = quiche::Config::new(quiche::PROTOCOL_VERSION).unwrap();
-    cfg.set_application_protos(&[b"h3"]).unwrap();
-    cfg.verify_peer(false);
-    cfg.set_max_idle_timeout(600_000);
-    cfg.set_initial_max_data(1 << 20);
-    cfg.set_initial_max_streams_uni(8);
-    cfg.set_initial_max_stream_data_uni(1 << 16);
-    cfg
-}
-
 /// Moves everything the server wants to send into `inbox`, keyed by destination.
 fn drain(ep: &mut tern::Endpoint, inbox: &mut HashMap<SocketAddr, Vec<Vec<u8>>>) {
     let mut out = vec![0u8; 65536];
@@ -92,9 +72,9 @@ fn main() {
         .with_certificate_pem(cert, key)
         .with_idle_timeout(Duration::from_millis(args.idle_ms));
     let mut ep = tern::Endpoint::new(config).unwrap();
-    let mut ccfg = client_config();
+    let mut ccfg = tern_benches::flood_client_config();
     let mut inbox: HashMap<SocketAddr, Vec<Vec<u8>>> = HashMap::new();
-    let base = rss_kib();
+    let base = tern_benches::rss_kib();
 
     let start = Instant::now();
     let mut peak = base;
@@ -179,12 +159,12 @@ fn main() {
             inbox.clear();
         }
         if i % 1000 == 0 {
-            peak = peak.max(rss_kib());
+            peak = peak.max(tern_benches::rss_kib());
             inbox.clear();
         }
     }
     inbox.clear();
-    peak = peak.max(rss_kib());
+    peak = peak.max(tern_benches::rss_kib());
     let flood_s = start.elapsed().as_secs_f64();
     let during = ep.stats();
     let legit_ok = legit.as_ref().is_some_and(|(c, _)| c.is_established());
@@ -199,13 +179,13 @@ fn main() {
         drain(&mut ep, &mut inbox);
         inbox.clear();
     }
-    let after = rss_kib();
+    let after = tern_benches::rss_kib();
     let left = ep.connection_count();
     drop(legit);
     // glibc keeps freed memory in its arenas; malloc_trim returns the free pages to the system.
     // SAFETY: malloc_trim only releases free memory of the C allocator; no pointer is involved.
     let trimmed_ok = unsafe { libc::malloc_trim(0) } == 1;
-    let trimmed = rss_kib();
+    let trimmed = tern_benches::rss_kib();
 
     println!(
         "flood: {} Initials from {} address(es) in {flood_s:.1} s, handshakes {} (the default limits)",
