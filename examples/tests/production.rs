@@ -554,3 +554,33 @@ fn the_systemd_unit_verifies() {
         .collect();
     assert!(out.status.success() && ours.is_empty(), "{stderr}");
 }
+
+/// `--listen`, `--cert` and `--key` override the file (as every example server takes them): the server
+/// listens where the flag says and serves the flag's certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_line_flags_override_the_file() {
+    let dir = TempDir::new("flags");
+    write_cert(&dir.0);
+    let other = tern_app::generate_self_signed_cert(&["localhost", "127.0.0.1"]).unwrap();
+    let (cert, key) = (dir.0.join("other.pem"), dir.0.join("other.key"));
+    std::fs::write(&cert, &other.cert_pem).unwrap();
+    std::fs::write(&key, &other.key_pem).unwrap();
+    let config = write_config(&dir.0, "");
+    // The file says 127.0.0.1:0 and cert.pem; the flags say ::1 (a free port) and other.pem.
+    let server = tern_examples::common::ServerProcess::start(
+        env!("CARGO_BIN_EXE_production_server"),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "[::1]:0",
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    assert!(server.addr.is_ipv6(), "{}", server.addr);
+    assert_eq!(server.cert_hash, other.sha256_hex());
+}

@@ -1,4 +1,5 @@
-//! The microservice as a production server: `production_server [--config FILE] [--check]`. See
+//! The microservice as a production server: `production_server [--config FILE] [--check]
+//! [--listen ADDR] [--cert FILE --key FILE]` (the flags override the file). See
 //! `tern_examples::production` for the configuration file, signals and logs.
 
 use std::path::PathBuf;
@@ -18,6 +19,15 @@ struct Args {
     /// Check the configuration (and that the certificate files load) and exit.
     #[arg(long)]
     check: bool,
+    /// UDP address to listen on (overrides `listen` in the file; default 127.0.0.1:4433).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Certificate chain, PEM (overrides `cert` in the file).
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// Private key, PEM (overrides `key` in the file).
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -26,13 +36,20 @@ fn main() -> ExitCode {
         Some(path) => Config::load(path),
         None => Ok(Config::default()),
     };
-    let config = match config {
+    let mut config = match config {
         Ok(c) => c,
         Err(e) => {
             eprintln!("production_server: configuration: {e}");
             return ExitCode::from(2);
         }
     };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let (Some(cert), Some(key)) = (args.cert, args.key) {
+        config.cert = Some(cert);
+        config.key = Some(key);
+    }
     if args.check {
         if let (Some(cert), Some(key)) = (&config.cert, &config.key) {
             // Building a (sans-IO) endpoint loads the chain and key into TLS, as serving would.
