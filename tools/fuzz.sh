@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every fuzz target in fuzz/ for SECONDS each (default 30), one after the other on one core.
+# Runs every fuzz target in fuzz/ for SECONDS each (default 30), one after the other, each in one process
+# on one core.
 # Needs cargo-fuzz and a nightly toolchain; without them it says how to get them and exits 0.
 # New inputs go to fuzz/target/work/TARGET (the committed seeds in fuzz/corpus/TARGET are read only);
 # a crash stops the script with libFuzzer's report and leaves the input in fuzz/artifacts/TARGET/.
@@ -18,7 +19,7 @@ for target in $(cargo +nightly fuzz list | grep -vx make_corpus); do
     log="target/work/$target.log"
     echo "== $target (${secs}s)"
     if ! cargo +nightly fuzz run --features fuzz -O "$target" "target/work/$target" "corpus/$target" -- \
-        -max_total_time="$secs" -workers=1 -jobs=1 -print_final_stats=1 >"$log" 2>&1; then
+        -max_total_time="$secs" -print_final_stats=1 >"$log" 2>&1; then
         tail -n 40 "$log"
         echo "fuzz.sh: $target failed (input saved under fuzz/artifacts/$target/)"
         exit 1

@@ -13,8 +13,11 @@ use tern::wire::{self, Capsule, CapsuleParser, Field, QpackError};
 pub mod core_target;
 pub mod seeds;
 
+/// A check: panics when the input breaks a property.
+pub type Check = fn(&[u8]);
+
 /// Every target and its check, by the name of its `fuzz_targets/` file and `corpus/` directory.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("varint", check_varint),
     ("qpack_int", check_qpack_int),
     ("frames", check_frames),
