@@ -40,6 +40,8 @@ mod endpoint;
 pub mod error;
 mod event;
 mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 mod idmap;
 mod qpack;
 mod rng;
