@@ -584,7 +584,6 @@ impl Endpoint {
     /// is freed at once, so the cap bounds memory even under a flood of validated clients. False when there
     /// is none.
     fn evict_oldest_handshake(&mut self, now: Instant) -> bool {
-        const CONNECTION_REFUSED: u64 = 0x02;
         while let Some(h) = self.handshake_order.pop_front() {
             if !self.conns.get(&h).is_some_and(|c| c.handshaking) {
                 continue;
@@ -592,17 +591,7 @@ impl Endpoint {
             let Some(mut c) = self.conns.remove(&h) else {
                 continue;
             };
-            let _ = c.quic.close(false, CONNECTION_REFUSED, b"");
-            for _ in 0..4 {
-                let mut out = vec![0u8; STATELESS_PACKET];
-                match c.quic.send(&mut out) {
-                    Ok((n, info)) => {
-                        out.truncate(n);
-                        self.queue_stateless(now, info.to, info.from, out);
-                    }
-                    Err(_) => break,
-                }
-            }
+            self.refuse_statelessly(now, &mut c.quic);
             self.stats.evicted_handshakes += 1;
             log::debug!("connection {h:?}: replaced by a validated client at max_handshakes");
             self.forget(h, c);
@@ -647,7 +636,6 @@ impl Endpoint {
         buf: &mut [u8],
         at_total: bool,
     ) {
-        const CONNECTION_REFUSED: u64 = 0x02;
         self.stats.refused += 1;
         let limit = if at_total {
             Limit::Connections
@@ -656,6 +644,13 @@ impl Endpoint {
         };
         self.limit_log.hit(now, limit, &self.cfg);
         let _ = quic.recv(buf, quiche::RecvInfo { from, to });
+        self.refuse_statelessly(now, quic);
+    }
+
+    /// Closes `quic` with CONNECTION_REFUSED and queues what it sends as stateless packets: the client is
+    /// told, and nothing is kept for it once `quic` is dropped.
+    fn refuse_statelessly(&mut self, now: Instant, quic: &mut quiche::Connection) {
+        const CONNECTION_REFUSED: u64 = 0x02;
         let _ = quic.close(false, CONNECTION_REFUSED, b"");
         for _ in 0..4 {
             let mut out = vec![0u8; STATELESS_PACKET];
