@@ -1,15 +1,24 @@
 //! `tern serve`: the echo server.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tern_tokio::{Endpoint, IncomingSession, ReadError, RecvStream, SendStream, Session};
 
-/// Bytes a bidirectional echo holds before it stops reading and waits for the peer to read.
-const ECHO_BUFFER: usize = 64 << 20;
-/// Largest unidirectional stream echoed (it is read whole before the reply stream opens).
+/// Bytes one bidirectional echo holds before it stops reading and waits for the peer to read the echo.
+const ECHO_BUFFER: usize = 1 << 20;
+/// Bytes all the echoes of one session hold at once: bidirectional queues and unidirectional streams
+/// (read whole before their reply stream opens). A bidirectional echo past it reads only when its own
+/// queue is empty; a unidirectional stream that would take the session past it is stopped with
+/// [`STOP_TOO_LARGE`]. With the core's receive windows this bounds what a peer that never reads can make
+/// one connection hold.
+const SESSION_ECHO_BUDGET: usize = 64 << 20;
+/// Largest unidirectional stream echoed.
 const UNI_LIMIT: usize = 64 << 20;
+/// STOP_SENDING code for a unidirectional stream larger than the echo allows (64 MiB, or what is left of
+/// the session's 64 MiB echo budget).
+pub const STOP_TOO_LARGE: u32 = 413;
 
 /// Counters of a running server.
 #[derive(Default, Debug)]
@@ -120,6 +129,7 @@ async fn handle(incoming: IncomingSession, stats: Arc<ServeStats>, quiet: bool) 
             Route::Reset(c) => Some(c),
             _ => None,
         },
+        held: AtomicUsize::new(0),
     });
     let mut tasks = vec![
         tokio::spawn(datagrams(session.clone())),
@@ -159,9 +169,59 @@ struct Ctx {
     quiet: bool,
     /// Reset bidi streams with this code instead of echoing.
     reset: Option<u32>,
+    /// Bytes the session's echoes hold now (at most `SESSION_ECHO_BUDGET`, plus one chunk per bidi stream).
+    held: AtomicUsize,
+}
+
+/// Bytes taken from a session's echo budget, given back when dropped.
+struct Held<'a> {
+    ctx: &'a Ctx,
+    n: usize,
+}
+
+impl Held<'_> {
+    fn add(&mut self, n: usize) {
+        self.ctx.held.fetch_add(n, Ordering::Relaxed);
+        self.n += n;
+    }
+
+    /// Takes `n` more unless that would pass the budget.
+    fn try_add(&mut self, n: usize) -> bool {
+        let ok = self
+            .ctx
+            .held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
+                (h + n <= SESSION_ECHO_BUDGET).then_some(h + n)
+            })
+            .is_ok();
+        if ok {
+            self.n += n;
+        }
+        ok
+    }
+
+    fn release(&mut self, n: usize) {
+        let n = n.min(self.n);
+        self.ctx.held.fetch_sub(n, Ordering::Relaxed);
+        self.n -= n;
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.ctx.held.fetch_sub(self.n, Ordering::Relaxed);
+    }
 }
 
 impl Ctx {
+    fn hold(&self) -> Held<'_> {
+        Held { ctx: self, n: 0 }
+    }
+
+    fn over_budget(&self) -> bool {
+        self.held.load(Ordering::Relaxed) >= SESSION_ECHO_BUDGET
+    }
+
     /// Reports a peer's reset (the page aborting a writable shows up here).
     fn read_failed(&self, e: &ReadError) {
         if let ReadError::Reset(Some(code)) = e {
@@ -223,18 +283,26 @@ async fn read_then_reset(
     code: u32,
     ctx: &Ctx,
 ) -> Result<(), String> {
-    if let Err(e) = recv.read_to_end(UNI_LIMIT).await {
-        ctx.read_failed(&e);
-        return Err(e.to_string());
+    // Read and discard: nothing is held, whatever the size.
+    loop {
+        match recv.read_chunk(64 * 1024).await {
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(e) => {
+                ctx.read_failed(&e);
+                return Err(e.to_string());
+            }
+        }
     }
     send.reset(code).map_err(|e| e.to_string())
 }
 
-/// Echoes as the bytes arrive, buffering up to `ECHO_BUFFER` so a peer that writes everything before it
-/// reads does not stall.
+/// Echoes as the bytes arrive, buffering up to `ECHO_BUFFER` (within the session's `SESSION_ECHO_BUDGET`)
+/// so a peer that writes everything before it reads does not stall.
 async fn echo_bidi(mut send: SendStream, mut recv: RecvStream, ctx: &Ctx) -> Result<(), String> {
     let mut queue: std::collections::VecDeque<Bytes> = Default::default();
     let mut queued = 0usize;
+    let mut held = ctx.hold();
     let mut eof = false;
     loop {
         if eof && queue.is_empty() {
@@ -243,11 +311,13 @@ async fn echo_bidi(mut send: SendStream, mut recv: RecvStream, ctx: &Ctx) -> Res
         }
         let front = queue.front().cloned();
         tokio::select! {
-            r = recv.read_chunk(64 * 1024), if !eof && queued < ECHO_BUFFER => {
+            // An empty queue always reads, so every echo makes progress whatever the other streams hold.
+            r = recv.read_chunk(64 * 1024), if !eof && queued < ECHO_BUFFER && (queued == 0 || !ctx.over_budget()) => {
                 let r = r.inspect_err(|e| ctx.read_failed(e));
                 match r.map_err(|e| e.to_string())? {
                     Some(chunk) => {
                         queued += chunk.len();
+                        held.add(chunk.len());
                         queue.push_back(chunk);
                     }
                     None => eof = true,
@@ -256,6 +326,7 @@ async fn echo_bidi(mut send: SendStream, mut recv: RecvStream, ctx: &Ctx) -> Res
             w = async { send.write(front.as_deref().unwrap_or_default()).await }, if front.is_some() => {
                 let n = w.map_err(|e| e.to_string())?;
                 queued -= n;
+                held.release(n);
                 if let Some(f) = queue.front_mut() {
                     if n >= f.len() {
                         queue.pop_front();
@@ -274,11 +345,22 @@ async fn unis(session: Session, ctx: Arc<Ctx>) {
         let ctx = ctx.clone();
         tokio::spawn(async move {
             let r = async {
-                let data = recv
-                    .read_to_end(UNI_LIMIT)
+                let mut held = ctx.hold();
+                let mut data = Vec::new();
+                while let Some(chunk) = recv
+                    .read_chunk(64 * 1024)
                     .await
                     .inspect_err(|e| ctx.read_failed(e))
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| e.to_string())?
+                {
+                    if data.len() + chunk.len() > UNI_LIMIT || !held.try_add(chunk.len()) {
+                        let _ = recv.stop(STOP_TOO_LARGE);
+                        return Err(format!(
+                            "uni stream stopped: over {UNI_LIMIT} bytes or the session's echo budget"
+                        ));
+                    }
+                    data.extend_from_slice(&chunk);
+                }
                 let mut send = session.open_uni().await.map_err(|e| e.to_string())?;
                 send.write_all(&data).await.map_err(|e| e.to_string())?;
                 send.finish().map_err(|e| e.to_string())

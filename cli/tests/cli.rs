@@ -312,6 +312,46 @@ fn connect_reports_the_largest_echoed_datagram_of_a_server_with_smaller_packets(
     });
 }
 
+/// A client that never reads its echoes cannot make `tern serve` hold more than one session's echo budget
+/// (64 MiB): with a 40 MiB unidirectional echo waiting for the client, the next unidirectional stream is
+/// stopped with 413 once it would take the session past the budget, while bidirectional echoes go on.
+#[test]
+fn uni_echo_beyond_the_session_budget_is_stopped_with_413() {
+    let server = Server::start(&[]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = tern_tokio::Endpoint::client(
+            tern_tokio::Config::new().with_certificate_hashes(vec![hex32(&server.hash)]),
+        )
+        .unwrap();
+        let session = client.connect(&server.url).await.expect("session");
+        let data: Vec<u8> = (0..40usize << 20).map(|i| (i % 251) as u8).collect();
+        let mut first = session.open_uni().await.unwrap();
+        first.write_all(&data).await.unwrap();
+        first.finish().unwrap();
+        // The echo of `first` arrives on a stream this client never reads: the server holds 40 MiB.
+        let mut second = session.open_uni().await.unwrap();
+        let more: Vec<u8> = (0..60usize << 20).map(|i| (i % 241) as u8).collect();
+        let err = tokio::time::timeout(Duration::from_secs(30), second.write_all(&more))
+            .await
+            .expect("the second stream is stopped, not left hanging")
+            .expect_err("60 MiB more fit in the session's budget");
+        assert!(
+            matches!(err, tern_tokio::WriteError::Stopped(Some(413))),
+            "{err:?}"
+        );
+        // Bidirectional echoes still work on the same session.
+        let (mut send, mut recv) = session.open_bi().await.unwrap();
+        send.write_all(b"still here").await.unwrap();
+        send.finish().unwrap();
+        assert_eq!(recv.read_to_end(1 << 10).await.unwrap(), b"still here");
+        session.close(0, "").unwrap();
+    });
+}
+
 fn hex32(hex: &str) -> [u8; 32] {
     let mut out = [0u8; 32];
     for (i, b) in out.iter_mut().enumerate() {

@@ -24,6 +24,10 @@ pub const WT_STREAMS_BLOCKED_BIDI: u64 = 0x190B4D43;
 pub const WT_STREAMS_BLOCKED_UNI: u64 = 0x190B4D44;
 /// Max CLOSE reason length in bytes (draft: 1024).
 pub const MAX_CLOSE_REASON: usize = 1024;
+/// The largest capsule payload the core buffers: room for a CLOSE_WEBTRANSPORT_SESSION capsule with the
+/// longest reason plus slack (every other known capsule is smaller). A known capsule announcing more is
+/// H3_MESSAGE_ERROR on its session; unknown capsules are skipped without buffering, whatever their size.
+pub const MAX_CAPSULE: usize = 4 + MAX_CLOSE_REASON + 64;
 
 /// Longest capsule header: two 8-byte varints (RFC 9297 section 3.2).
 const MAX_HEADER: usize = 16;

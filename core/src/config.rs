@@ -55,6 +55,35 @@ pub type QlogFactory =
 ///     .with_max_sessions(4);
 /// assert_eq!(config.idle_timeout(), Duration::from_secs(10));
 /// ```
+///
+/// # Limits
+///
+/// Everything a peer can make an endpoint hold is bounded. The limits, their defaults, and what a peer
+/// gets when it reaches one (each is logged at most once per 10 s and counted in the endpoint's or the
+/// connection's statistics):
+///
+/// | limit | default | bounds | at the limit |
+/// |---|--:|---|---|
+/// | [`with_max_connections`](Self::with_max_connections) | 10,000 | connections | Retry, then CONNECTION_REFUSED |
+/// | [`with_max_connections_per_address`](Self::with_max_connections_per_address) | 256 | connections from one IP | Retry, then CONNECTION_REFUSED |
+/// | [`with_retry_above_handshakes`](Self::with_retry_above_handshakes) | 128 | handshakes before address validation | stateless Retry |
+/// | [`with_max_handshakes`](Self::with_max_handshakes) | 1,024 | connections in their handshake | nothing allocated; the oldest is replaced |
+/// | [`with_session_request_timeout`](Self::with_session_request_timeout) | 10 s | a connection without a session | closed, H3_NO_ERROR |
+/// | [`with_max_sessions`](Self::with_max_sessions) | 1 | sessions per connection | H3_REQUEST_REJECTED |
+/// | [`with_max_streams_bidi`](Self::with_max_streams_bidi), [`with_max_streams_uni`](Self::with_max_streams_uni) | 256 each | streams open at once | QUIC stream credit withheld |
+/// | [`with_max_unread_stream_bytes`](Self::with_max_unread_stream_bytes) | 16 MiB | unread bytes of one stream | QUIC flow control |
+/// | [`with_max_unread_connection_bytes`](Self::with_max_unread_connection_bytes) | 24 MiB | unread bytes of a connection | QUIC flow control |
+/// | [`with_max_buffered_streams`](Self::with_max_buffered_streams) | 32 | streams waiting for their session | WT_BUFFERED_STREAM_REJECTED |
+/// | [`with_buffered_stream_timeout`](Self::with_buffered_stream_timeout) | 3 s | how long one waits | WT_BUFFERED_STREAM_REJECTED |
+/// | [`with_max_buffered_datagrams`](Self::with_max_buffered_datagrams) | 32 | datagrams waiting for their session | dropped, counted |
+/// | [`with_datagram_recv_queue`](Self::with_datagram_recv_queue) | 1,024 | received datagrams not yet read, per session | oldest dropped, counted |
+/// | [`with_max_field_section_size`](Self::with_max_field_section_size) | 16 KiB | a header section (decoded) | H3_EXCESSIVE_LOAD / 431 |
+/// | [`with_request_header_timeout`](Self::with_request_header_timeout) | 10 s | a request's HEADERS in transit | H3_REQUEST_INCOMPLETE |
+/// | [`MAX_CAPSULE`](crate::wire::MAX_CAPSULE) (fixed) | 1,092 B | a known capsule's payload (unknown ones are skipped unbuffered) | H3_MESSAGE_ERROR |
+/// | [`MAX_CONTROL_FRAME`](crate::wire::MAX_CONTROL_FRAME) (fixed) | 16 KiB | a frame on the control stream | H3_EXCESSIVE_LOAD |
+///
+/// The two fixed limits are what the protocol's own frames need (the longest close reason, every
+/// setting a peer may send); they are not settings because no peer needs more.
 #[derive(Clone)]
 pub struct Config {
     pub(crate) cert_chain_pem: Option<Vec<u8>>,
@@ -63,6 +92,8 @@ pub struct Config {
     pub(crate) idle_timeout: Duration,
     pub(crate) max_data: u64,
     pub(crate) max_stream_data: u64,
+    pub(crate) max_unread_connection_bytes: u64,
+    pub(crate) max_unread_stream_bytes: u64,
     pub(crate) max_streams_bidi: u64,
     pub(crate) max_streams_uni: u64,
     pub(crate) max_sessions: u64,
@@ -136,6 +167,8 @@ impl Config {
             idle_timeout: Duration::from_secs(30),
             max_data: 16 << 20,
             max_stream_data: 8 << 20,
+            max_unread_connection_bytes: 24 << 20,
+            max_unread_stream_bytes: 16 << 20,
             max_streams_bidi: 256,
             max_streams_uni: 256,
             max_sessions: 1,
@@ -227,11 +260,30 @@ impl Config {
         /// Close the connection after this long without packets (0 disables).
         with_idle_timeout, idle_timeout, Duration);
     setter!(
-        /// Connection-level receive window in bytes (QUIC initial_max_data).
+        /// Connection-level receive window in bytes at the start (QUIC initial_max_data; default 16 MiB).
+        /// While the application keeps up, the window may grow up to
+        /// [`with_max_unread_connection_bytes`](Self::with_max_unread_connection_bytes).
         with_max_data, max_data, u64);
     setter!(
-        /// Per-stream receive window in bytes.
+        /// Per-stream receive window in bytes at the start (QUIC initial_max_stream_data; default 8 MiB).
+        /// While the application keeps up, the window may grow up to
+        /// [`with_max_unread_stream_bytes`](Self::with_max_unread_stream_bytes).
         with_max_stream_data, max_stream_data, u64);
+    setter!(
+        /// The most bytes of one connection's streams that the peer can make the endpoint hold while the
+        /// application does not read them (default 24 MiB; the larger of this and
+        /// [`with_max_data`](Self::with_max_data) applies). Received stream data stays in the QUIC stack
+        /// until the application reads it, and flow control lets the peer send no further than this past
+        /// what was read: a peer writing to a reader that never reads is blocked there, whatever it sends.
+        /// The connection window grows from `max_data` to this ceiling only while the application reads
+        /// fast (quiche's window auto-tuning).
+        with_max_unread_connection_bytes, max_unread_connection_bytes, u64);
+    setter!(
+        /// The most bytes of one stream that the peer can make the endpoint hold while the application does
+        /// not read them (default 16 MiB; the larger of this and
+        /// [`with_max_stream_data`](Self::with_max_stream_data) applies). As for the connection: the
+        /// stream's flow control stops the peer there. The connection limit bounds the sum over streams.
+        with_max_unread_stream_bytes, max_unread_stream_bytes, u64);
     setter!(
         /// Concurrent bidirectional streams the peer may open on the connection.
         with_max_streams_bidi, max_streams_bidi, u64);
@@ -395,6 +447,20 @@ impl Config {
         self.max_udp_payload
     }
 
+    /// The most unread bytes a peer can make one connection hold: the larger of
+    /// [`with_max_unread_connection_bytes`](Self::with_max_unread_connection_bytes) and
+    /// [`with_max_data`](Self::with_max_data).
+    pub fn max_unread_connection_bytes(&self) -> u64 {
+        self.max_data.max(self.max_unread_connection_bytes)
+    }
+
+    /// The most unread bytes a peer can make one stream hold: the larger of
+    /// [`with_max_unread_stream_bytes`](Self::with_max_unread_stream_bytes) and
+    /// [`with_max_stream_data`](Self::with_max_stream_data).
+    pub fn max_unread_stream_bytes(&self) -> u64 {
+        self.max_stream_data.max(self.max_unread_stream_bytes)
+    }
+
     /// Builds the quiche configuration for one role.
     pub(crate) fn build_quic(&self, server: bool) -> Result<quiche::Config, ConfigError> {
         use boring::ssl::{SslContextBuilder, SslMethod, SslVerifyMode};
@@ -473,8 +539,8 @@ impl Config {
         q.set_initial_max_streams_bidi(self.max_streams_bidi);
         // HTTP/3 needs three unidirectional streams of its own (control, QPACK encoder and decoder).
         q.set_initial_max_streams_uni(self.max_streams_uni + 3);
-        q.set_max_connection_window(self.max_data.max(24 << 20));
-        q.set_max_stream_window(self.max_stream_data.max(16 << 20));
+        q.set_max_connection_window(self.max_data.max(self.max_unread_connection_bytes));
+        q.set_max_stream_window(self.max_stream_data.max(self.max_unread_stream_bytes));
         q.set_disable_active_migration(true);
         // quiche's receive queue is only a transit: the core moves datagrams to their session's queue after
         // every packet, and that queue applies `datagram_recv_queue` (counting what it drops). Sized to the

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::connection::{self, Connection, Dialects};
+use crate::connection::{self, AmplificationBudget, Connection, Dialects};
 use crate::error::{ConfigError, DatagramError, SessionError, StreamError};
 use crate::event::{
     ConnectionHandle, ConnectionStats, EndpointStats, Event, Headers, IncomingRequest, SessionId,
@@ -42,10 +42,11 @@ enum Limit {
     Connections,
     PerAddress,
     StatelessQueue,
+    Amplification,
 }
 
 impl Limit {
-    const COUNT: usize = 5;
+    const COUNT: usize = 6;
 
     fn describe(self, cfg: &Config) -> String {
         match self {
@@ -71,6 +72,9 @@ impl Limit {
             Limit::StatelessQueue => {
                 format!("{MAX_STATELESS} stateless answers already queued: dropping more")
             }
+            Limit::Amplification => "three times the bytes received from an unvalidated client \
+                 address (RFC 9000 section 8.1): holding back datagrams to it"
+                .to_string(),
         }
     }
 }
@@ -426,8 +430,15 @@ impl Endpoint {
             return;
         };
         let info = quiche::RecvInfo { from, to };
+        if let Some(a) = &mut conn.unvalidated {
+            a.received += buf.len();
+        }
         if let Err(e) = conn.quic.recv(buf, info) {
             log::debug!("connection {h:?}: packet from {from} rejected: {e}");
+        }
+        if conn.unvalidated.is_some() && conn.quic.is_established() {
+            // The client's Finished came in a Handshake packet: its address is validated.
+            conn.unvalidated = None;
         }
         conn.process(now, &mut self.events);
         self.mark(h);
@@ -557,6 +568,10 @@ impl Endpoint {
         let h = self.add_conn(quic, true, from, now);
         if let Some(c) = self.conns.get_mut(&h) {
             c.handshaking = true;
+            if odcid.is_none() {
+                // Not validated by a Retry token: the anti-amplification limit applies.
+                c.unvalidated = Some(AmplificationBudget::default());
+            }
             c.cids.push(cid.clone());
             if dcid.len() >= 8 {
                 c.cids.push(dcid.to_vec());
@@ -832,9 +847,17 @@ impl Endpoint {
             c.queued = false;
             if let Some((pkt, info)) = c.prebuilt.pop_front() {
                 c.queued = true;
+                self.dirty.push_back(h);
+                if let Some(a) = &mut c.unvalidated {
+                    if pkt.len() > a.left() {
+                        self.stats.amplification_limited += 1;
+                        self.limit_log.hit(now, Limit::Amplification, &self.cfg);
+                        continue;
+                    }
+                    a.sent += pkt.len();
+                }
                 let n = pkt.len().min(buf.len());
                 buf[..n].copy_from_slice(&pkt[..n]);
-                self.dirty.push_back(h);
                 return Some(Transmit {
                     destination: info.to,
                     source: info.from,
@@ -876,11 +899,35 @@ impl Endpoint {
                     Err(_) => break,
                 }
             }
+            if let Some(a) = &mut c.unvalidated {
+                if c.quic.is_established() {
+                    c.unvalidated = None;
+                } else if len > a.left() {
+                    // Whole datagrams only: keep the segments that fit, hold back the rest (quiche counts
+                    // them as sent and retransmits their content once they are declared lost).
+                    let left = a.left();
+                    let (mut kept, mut kept_count) = (0, 0);
+                    while kept_count < count && kept + seg.min(len - kept) <= left {
+                        kept += seg.min(len - kept);
+                        kept_count += 1;
+                    }
+                    self.stats.amplification_limited += (count - kept_count) as u64;
+                    self.limit_log.hit(now, Limit::Amplification, &self.cfg);
+                    len = kept;
+                    count = kept_count;
+                }
+                if let Some(a) = &mut c.unvalidated {
+                    a.sent += len;
+                }
+            }
             c.queued = true;
             self.dirty.push_back(h);
             // Sending moved quiche's timers (loss detection, pacing).
             self.rearm(h);
             self.clean_timers();
+            if len == 0 {
+                continue;
+            }
             return Some(Transmit {
                 destination: info.to,
                 source: info.from,

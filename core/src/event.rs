@@ -435,6 +435,11 @@ pub struct EndpointStats {
     /// Connections closed because they asked for no session within `session_request_timeout` of their
     /// handshake.
     pub closed_without_session: u64,
+    /// Datagrams not sent because they would have taken a connection past three times the bytes received
+    /// from its client's address before that address was validated (RFC 9000 section 8.1). quiche 0.30
+    /// does not count the padding it adds to datagrams carrying Initial packets against that limit; the
+    /// endpoint counts whole datagrams and holds back what would pass it (quiche retransmits it later).
+    pub amplification_limited: u64,
 }
 
 /// Per-session counters.

@@ -5,6 +5,9 @@ use crate::varint;
 
 /// DATA (RFC 9114 section 7.2.1).
 pub(crate) const DATA: u64 = 0x0;
+/// The largest frame payload buffered from the peer's control stream (SETTINGS, GOAWAY and unknown
+/// frames); a larger one is H3_EXCESSIVE_LOAD.
+pub const MAX_CONTROL_FRAME: usize = 16 << 10;
 /// HEADERS (section 7.2.2).
 pub(crate) const HEADERS: u64 = 0x1;
 /// CANCEL_PUSH (section 7.2.3).

@@ -10,6 +10,8 @@ use crate::settings::{Dialect, PeerSettings, Settings};
 pub use crate::qpack::huffman::{
     decode as huffman_decode, encode as huffman_encode, encoded_len as huffman_encoded_len,
 };
+pub use crate::stream_header::{StreamHeader, StreamKind};
+
 pub use crate::qpack::{
     decode_int as qpack_decode_int, encode_int as qpack_encode_int,
     encode_with as qpack_encode_with,

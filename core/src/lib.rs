@@ -46,6 +46,7 @@ mod idmap;
 mod qpack;
 mod rng;
 pub mod settings;
+mod stream_header;
 pub mod url;
 mod varint;
 
@@ -62,7 +63,8 @@ pub use url::{Target, UrlError};
 
 /// Wire codecs, exposed for tests and tools that build HTTP/3 and WebTransport bytes by hand.
 pub mod wire {
-    pub use crate::capsule::{Capsule, CapsuleError, CapsuleParser, MAX_CLOSE_REASON};
+    pub use crate::capsule::{Capsule, CapsuleError, CapsuleParser, MAX_CAPSULE, MAX_CLOSE_REASON};
+    pub use crate::frame::MAX_CONTROL_FRAME;
     pub use crate::qpack::{decode as qpack_decode, encode as qpack_encode, Field, QpackError};
     pub use crate::varint::{
         len as varint_len, read as varint_read, write as varint_write, MAX as VARINT_MAX,

@@ -36,12 +36,17 @@ pub fn write(v: u64, out: &mut Vec<u8>) {
     }
 }
 
+/// The length of a varint from its first byte (RFC 9000 section 16).
+pub(crate) fn len_of_first(first: u8) -> usize {
+    1usize << (first >> 6)
+}
+
 /// Decodes one varint at the start of `buf`: `Some((value, bytes_used))`, or
 /// `None` when `buf` is too short (incomplete).
 pub fn read(buf: &[u8]) -> Option<(u64, usize)> {
     // RFC 9000 Appendix A.1 (sample variable-length integer decoding).
     let first = *buf.first()?;
-    let n = 1usize << (first >> 6);
+    let n = len_of_first(first);
     let bytes = buf.get(..n)?;
     let mut v = u64::from(first & 0x3f);
     for &b in bytes.iter().skip(1) {

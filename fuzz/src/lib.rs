@@ -27,6 +27,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("capsules", check_capsules),
     ("connect", check_connect),
     ("url", check_url),
+    ("stream_header", check_stream_header),
     ("core", core_target::check_core),
 ];
 
@@ -373,4 +374,84 @@ pub fn check_url(data: &[u8]) {
         let again = format!("https://{}{}", t.authority, t.path);
         assert_eq!(tern::Target::parse(&again).as_ref(), Ok(&t), "{again}");
     }
+}
+
+/// The header of a peer's stream (stream type, WebTransport session id). The first byte says the direction
+/// (bit 0: bidirectional) and how the core-style reader cuts its reads; the rest is the stream. Checked
+/// against a direct decode of the varints: the same kind and the same number of bytes taken, whether the
+/// bytes come at once, at most `want()` at a time, or in any chunks, and never a byte past the header.
+pub fn check_stream_header(data: &[u8]) {
+    use fuzzing::{StreamHeader, StreamKind};
+    let Some((&sel, bytes)) = data.split_first() else {
+        return;
+    };
+    let bidi = sel & 1 == 1;
+    let expect = (|| {
+        let (t, n1) = wire::varint_read(bytes)?;
+        let kind = match (bidi, t) {
+            (false, 0x00) => StreamKind::Control,
+            (false, 0x01) => StreamKind::Push,
+            (false, 0x02) => StreamKind::QpackEncoder,
+            (false, 0x03) => StreamKind::QpackDecoder,
+            (false, 0x54) | (true, 0x41) => {
+                let (session, n2) = wire::varint_read(&bytes[n1..])?;
+                return Some((StreamKind::WebTransport { session }, n1 + n2));
+            }
+            (false, t) => StreamKind::Unknown(t),
+            (true, t) => StreamKind::Request(t),
+        };
+        Some((kind, n1))
+    })();
+
+    // All at once.
+    let mut whole = StreamHeader::new(bidi);
+    let taken = whole.push(bytes);
+    match expect {
+        Some((kind, n)) => {
+            assert_eq!(whole.kind(), Some(kind), "kind differs from the direct decode");
+            assert_eq!(taken, n, "took a different number of bytes than the header's");
+            assert_eq!(whole.want(), 0);
+            assert_eq!(whole.push(bytes), 0, "took bytes after the header");
+        }
+        None => {
+            assert_eq!(whole.kind(), None, "complete without a whole header");
+            assert_eq!(taken, bytes.len(), "left bytes of an incomplete header");
+            assert!(whole.want() >= 1 && whole.want() <= 8);
+        }
+    }
+    assert_eq!(whole.bidi(), bidi);
+    assert_eq!(
+        whole.first(),
+        wire::varint_read(bytes).map(|(v, _)| v),
+        "first varint differs"
+    );
+
+    // As the core reads: at most `want()` bytes per read, reads cut shorter as `sel` says.
+    let mut core = StreamHeader::new(bidi);
+    let mut pos = 0;
+    let mut step = usize::from(sel >> 1) % 8 + 1;
+    while core.want() > 0 && pos < bytes.len() {
+        let want = core.want();
+        assert!((1..=8).contains(&want), "want {want} is not within a varint");
+        let n = want.min(step).min(bytes.len() - pos);
+        assert_eq!(core.push(&bytes[pos..pos + n]), n, "refused bytes it wanted");
+        pos += n;
+        step = step % 8 + 1;
+    }
+    assert_eq!(core.kind(), whole.kind(), "reads cut short changed the kind");
+    assert_eq!(pos, taken);
+
+    // In arbitrary chunks: each push takes what the header still needs and no more.
+    let mut chunked = StreamHeader::new(bidi);
+    let mut total = 0;
+    for chunk in split(bytes, bytes) {
+        let n = chunked.push(chunk);
+        assert!(n <= chunk.len());
+        total += n;
+        if n < chunk.len() {
+            assert_eq!(chunked.want(), 0, "stopped early while incomplete");
+        }
+    }
+    assert_eq!(chunked.kind(), whole.kind(), "chunking changed the kind");
+    assert_eq!(total, taken);
 }

@@ -163,6 +163,39 @@ fn core_seeds() -> Vec<Vec<u8>> {
 }
 
 /// Seeds per target name.
+/// The first bytes of the streams a client opens (the selector byte first: 0 unidirectional, 1 bidi).
+fn stream_header_seeds() -> Vec<Vec<u8>> {
+    let stream = |bidi: bool, varints: &[u64], rest: &[u8]| {
+        let mut s = vec![u8::from(bidi)];
+        for v in varints {
+            wire::varint_write(*v, &mut s);
+        }
+        s.extend_from_slice(rest);
+        s
+    };
+    let mut settings = Vec::new();
+    wire::write_frame(0x04, &settings_payload(&[(0x33, 1), (0x2b603742, 1)]), &mut settings);
+    let mut headers = Vec::new();
+    wire::write_frame(0x01, &qpack_sections()[0], &mut headers);
+    let mut out = vec![
+        stream(false, &[0x00], &settings),
+        stream(false, &[0x02], &[]),
+        stream(false, &[0x03], &[0x00]),
+        stream(false, &[0x01, 0x00], &[]),
+        stream(false, &[0x54, 0], b"payload"),
+        stream(false, &[0x54, 4_611_686_018_427_387_903], b"x"),
+        stream(false, &[0x21], b"grease"),
+        stream(true, &[0x41, 0], b"bidi payload"),
+        stream(true, &[0x41, 1 << 30], &[]),
+        stream(true, &[], &headers),
+    ];
+    // Cut inside the session id.
+    let mut cut = stream(false, &[0x54, 1 << 20], &[]);
+    cut.truncate(cut.len() - 2);
+    out.push(cut);
+    out
+}
+
 pub fn all() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     let mut varint = Vec::new();
     // RFC 9000 appendix A.1 and boundaries.
@@ -286,6 +319,7 @@ pub fn all() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ("capsules", caps),
         ("connect", qpack),
         ("url", url),
+        ("stream_header", stream_header_seeds()),
         ("core", core_seeds()),
     ]
 }

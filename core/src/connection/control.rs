@@ -5,29 +5,16 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use smallvec::SmallVec;
-
-use crate::capsule::CapsuleParser;
+use crate::capsule::{CapsuleParser, MAX_CAPSULE};
 use crate::error::{code, H3Error};
 use crate::event::{Event, SessionCloseReason};
-use crate::frame::{self, FrameEvent, FrameReader};
+use crate::frame::{self, FrameEvent, FrameReader, MAX_CONTROL_FRAME};
 use crate::settings::{self, PeerSettings, Settings};
 use crate::varint;
 
-use super::session::MAX_CAPSULE;
-use super::types::{stream_type, RequestStream, SessionState, Stream};
+use super::types::{RequestStream, SessionState, Stream};
 use super::{Connection, SCRATCH};
-
-/// The largest control-stream frame (SETTINGS, GOAWAY, ...) buffered.
-const MAX_CONTROL_FRAME: usize = 16 << 10;
-
-/// Outcome of reading one varint byte-exactly from a stream.
-enum VarintRead {
-    Value(u64),
-    Pending,
-    /// The stream ended (FIN or reset) before the varint was complete.
-    Ended,
-}
+use crate::stream_header::{stream_type, StreamKind};
 
 impl Connection {
     // ---------------------------------------------------------------------------------------------
@@ -90,199 +77,164 @@ impl Connection {
     // ---------------------------------------------------------------------------------------------
     // Peer unidirectional streams and stream type sniffing
 
-    /// Reads one varint from a stream without reading past it.
-    fn read_varint(
-        quic: &mut quiche::Connection,
-        id: u64,
-        buf: &mut SmallVec<[u8; 8]>,
-        fin: &mut bool,
-    ) -> VarintRead {
-        loop {
-            let need = if buf.is_empty() {
-                1
-            } else {
-                1usize << (buf[0] >> 6)
-            };
-            if buf.len() == need {
-                let v = varint::read(buf).map(|(v, _)| v).unwrap_or(0);
-                buf.clear();
-                return VarintRead::Value(v);
-            }
-            if *fin {
-                return VarintRead::Ended;
-            }
-            let mut tmp = [0u8; 8];
-            match quic.stream_recv(id, &mut tmp[..need - buf.len()]) {
-                Ok((n, f)) => {
-                    buf.extend_from_slice(&tmp[..n]);
-                    *fin = f;
-                    if n == 0 && !f {
-                        return VarintRead::Pending;
-                    }
-                }
-                Err(quiche::Error::Done) => return VarintRead::Pending,
-                Err(_) => return VarintRead::Ended,
-            }
-        }
-    }
-
     pub(super) fn read_sniff(
         &mut self,
         id: u64,
         now: Instant,
         ev: &mut VecDeque<Event>,
     ) -> Result<(), H3Error> {
-        let Some(Stream::Sniff(mut sn)) = self.streams.remove(&id) else {
+        let Some(Stream::Sniff(mut header)) = self.streams.remove(&id) else {
             return Ok(());
         };
+        // Read the header byte-exactly: what follows it belongs to the stream's next reader.
         let mut fin = false;
-        let first = match sn.first {
-            Some(v) => v,
-            None => match Self::read_varint(&mut self.quic, id, &mut sn.buf, &mut fin) {
-                VarintRead::Value(v) => {
-                    sn.first = Some(v);
-                    v
+        let mut tmp = [0u8; 8];
+        while header.want() > 0 && !fin {
+            let want = header.want();
+            match self.quic.stream_recv(id, &mut tmp[..want]) {
+                Ok((n, f)) => {
+                    header.push(&tmp[..n]);
+                    fin = f;
+                    if n == 0 && !f {
+                        break;
+                    }
                 }
-                VarintRead::Pending => {
-                    self.streams.insert(id, Stream::Sniff(sn));
-                    return Ok(());
-                }
-                // A stream that ends before its type is ignored (RFC 9114 section 6.2).
-                VarintRead::Ended => return Ok(()),
-            },
+                Err(quiche::Error::Done) => break,
+                // Reset before the header was complete: nothing to do.
+                Err(_) => return Ok(()),
+            }
+        }
+        let Some(kind) = header.kind() else {
+            if !fin {
+                self.streams.insert(id, Stream::Sniff(header));
+            }
+            // A stream that ends before its type is ignored (RFC 9114 section 6.2).
+            return Ok(());
         };
-        if !sn.bidi {
-            match first {
-                stream_type::CONTROL => {
-                    if self.have_peer_control {
-                        return Err(H3Error::new(
-                            code::H3_STREAM_CREATION_ERROR,
-                            "second control stream",
-                        ));
-                    }
-                    self.have_peer_control = true;
-                    self.streams.insert(
-                        id,
-                        Stream::PeerControl {
-                            reader: FrameReader::new(MAX_CONTROL_FRAME),
-                            settings_seen: false,
-                        },
-                    );
-                    if fin {
-                        return Err(H3Error::new(
-                            code::H3_CLOSED_CRITICAL_STREAM,
-                            "control stream closed",
-                        ));
-                    }
-                    return self.read_control(id, ev);
-                }
-                stream_type::QPACK_ENCODER | stream_type::QPACK_DECODER => {
-                    let enc = first == stream_type::QPACK_ENCODER;
-                    let seen = if enc {
-                        &mut self.have_peer_encoder
-                    } else {
-                        &mut self.have_peer_decoder
-                    };
-                    if *seen {
-                        return Err(H3Error::new(
-                            code::H3_STREAM_CREATION_ERROR,
-                            "second QPACK stream of one type",
-                        ));
-                    }
-                    *seen = true;
-                    if fin {
-                        return Err(H3Error::new(
-                            code::H3_CLOSED_CRITICAL_STREAM,
-                            "QPACK stream closed",
-                        ));
-                    }
-                    self.streams.insert(
-                        id,
-                        if enc {
-                            Stream::QpackEncoder
-                        } else {
-                            Stream::QpackDecoder
-                        },
-                    );
-                    return if enc {
-                        self.read_qpack_encoder(id)
-                    } else {
-                        Ok(())
-                    };
-                }
-                stream_type::PUSH => {
-                    if self.server {
-                        return Err(H3Error::new(
-                            code::H3_STREAM_CREATION_ERROR,
-                            "push stream from a client",
-                        ));
-                    }
-                    // We never send MAX_PUSH_ID, so any push id exceeds it (RFC 9114 section 4.6).
+        match kind {
+            StreamKind::Control => {
+                if self.have_peer_control {
                     return Err(H3Error::new(
-                        code::H3_ID_ERROR,
-                        "push stream without MAX_PUSH_ID",
+                        code::H3_STREAM_CREATION_ERROR,
+                        "second control stream",
                     ));
                 }
-                stream_type::WEBTRANSPORT => {}
-                other => {
-                    // Unknown and GREASE stream types: the recipient either aborts reading or discards
-                    // what arrives (RFC 9114 section 6.2). Tern discards: quiche 0.30 frees a stream whose
-                    // reading was aborted only when the application reads it again, which it never
-                    // reports, so a stopped stream that already carried its FIN would hold its slot (and
-                    // the peer's stream credit) for the life of the connection. Read to its end, it is
-                    // freed at once and the credit returns.
-                    log::debug!("stream {id}: discarding unknown stream type {other:#x}");
-                    if !fin && !self.discard(id) {
-                        self.streams.insert(id, Stream::Discard);
-                    }
-                    return Ok(());
+                self.have_peer_control = true;
+                self.streams.insert(
+                    id,
+                    Stream::PeerControl {
+                        reader: FrameReader::new(MAX_CONTROL_FRAME),
+                        settings_seen: false,
+                    },
+                );
+                if fin {
+                    return Err(H3Error::new(
+                        code::H3_CLOSED_CRITICAL_STREAM,
+                        "control stream closed",
+                    ));
                 }
+                return self.read_control(id, ev);
             }
-        } else if first != frame::WEBTRANSPORT_STREAM {
-            if !self.server {
+            StreamKind::QpackEncoder | StreamKind::QpackDecoder => {
+                let enc = kind == StreamKind::QpackEncoder;
+                let seen = if enc {
+                    &mut self.have_peer_encoder
+                } else {
+                    &mut self.have_peer_decoder
+                };
+                if *seen {
+                    return Err(H3Error::new(
+                        code::H3_STREAM_CREATION_ERROR,
+                        "second QPACK stream of one type",
+                    ));
+                }
+                *seen = true;
+                if fin {
+                    return Err(H3Error::new(
+                        code::H3_CLOSED_CRITICAL_STREAM,
+                        "QPACK stream closed",
+                    ));
+                }
+                self.streams.insert(
+                    id,
+                    if enc {
+                        Stream::QpackEncoder
+                    } else {
+                        Stream::QpackDecoder
+                    },
+                );
+                return if enc {
+                    self.read_qpack_encoder(id)
+                } else {
+                    Ok(())
+                };
+            }
+            StreamKind::Push => {
+                if self.server {
+                    return Err(H3Error::new(
+                        code::H3_STREAM_CREATION_ERROR,
+                        "push stream from a client",
+                    ));
+                }
+                // We never send MAX_PUSH_ID, so any push id exceeds it (RFC 9114 section 4.6).
                 return Err(H3Error::new(
-                    code::H3_STREAM_CREATION_ERROR,
-                    format!("server-initiated bidirectional stream starting with {first:#x}"),
+                    code::H3_ID_ERROR,
+                    "push stream without MAX_PUSH_ID",
                 ));
             }
-            // A request stream: the varint was the first frame's type.
-            let headers_deadline = now + self.cfg.request_header_timeout;
-            self.streams.insert(
-                id,
-                Stream::Request(Box::new(RequestStream {
-                    reader: FrameReader::with_type(
-                        first,
-                        self.cfg.max_field_section_size.min(1 << 20) as usize * 2,
-                    ),
-                    capsules: CapsuleParser::new(MAX_CAPSULE),
-                    headers_done: false,
-                    out: Vec::new(),
-                    fin_queued: false,
-                    fin_sent: false,
-                    over: false,
-                    headers_deadline: Some(headers_deadline),
-                })),
-            );
-            self.deadline = Some(
-                self.deadline
-                    .map_or(headers_deadline, |d| d.min(headers_deadline)),
-            );
-            if fin {
-                self.streams.remove(&id);
+            StreamKind::Unknown(other) => {
+                // Unknown and GREASE stream types: the recipient either aborts reading or discards
+                // what arrives (RFC 9114 section 6.2). Tern discards: quiche 0.30 frees a stream whose
+                // reading was aborted only when the application reads it again, which it never
+                // reports, so a stopped stream that already carried its FIN would hold its slot (and
+                // the peer's stream credit) for the life of the connection (quiche issue #1968; fix
+                // proposed in quiche PR #2054). Read to its end, it is freed at once and the credit
+                // returns.
+                log::debug!("stream {id}: discarding unknown stream type {other:#x}");
+                if !fin && !self.discard(id) {
+                    self.streams.insert(id, Stream::Discard);
+                }
                 return Ok(());
             }
-            return self.read_request(id, ev);
+            StreamKind::Request(first) => {
+                if !self.server {
+                    return Err(H3Error::new(
+                        code::H3_STREAM_CREATION_ERROR,
+                        format!("server-initiated bidirectional stream starting with {first:#x}"),
+                    ));
+                }
+                // A request stream: the varint was the first frame's type.
+                let headers_deadline = now + self.cfg.request_header_timeout;
+                self.streams.insert(
+                    id,
+                    Stream::Request(Box::new(RequestStream {
+                        reader: FrameReader::with_type(
+                            first,
+                            self.cfg.max_field_section_size.min(1 << 20) as usize * 2,
+                        ),
+                        capsules: CapsuleParser::new(MAX_CAPSULE),
+                        headers_done: false,
+                        out: Vec::new(),
+                        fin_queued: false,
+                        fin_sent: false,
+                        over: false,
+                        headers_deadline: Some(headers_deadline),
+                    })),
+                );
+                self.deadline = Some(
+                    self.deadline
+                        .map_or(headers_deadline, |d| d.min(headers_deadline)),
+                );
+                if fin {
+                    self.streams.remove(&id);
+                    return Ok(());
+                }
+                self.read_request(id, ev)
+            }
+            StreamKind::WebTransport { session } => {
+                self.attach_peer_stream(id, session, fin, now, ev)
+            }
         }
-        // A WebTransport stream: the session id follows.
-        let session = match Self::read_varint(&mut self.quic, id, &mut sn.buf, &mut fin) {
-            VarintRead::Value(v) => v,
-            VarintRead::Pending => {
-                self.streams.insert(id, Stream::Sniff(sn));
-                return Ok(());
-            }
-            VarintRead::Ended => return Ok(()),
-        };
-        self.attach_peer_stream(id, session, fin, now, ev)
     }
 
     // ---------------------------------------------------------------------------------------------

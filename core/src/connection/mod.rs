@@ -36,7 +36,8 @@ use crate::event::{
 };
 use crate::settings::{Dialect, PeerSettings};
 
-use types::{Session, Sniff, Stream};
+use crate::stream_header::StreamHeader;
+use types::{Session, Stream};
 
 /// Read chunk for control and CONNECT streams (on the stack: an idle connection keeps no read buffer).
 pub(super) const SCRATCH: usize = 4 << 10;
@@ -79,6 +80,9 @@ pub(crate) struct Connection {
     pub(crate) timer: Option<Instant>,
     /// In the endpoint's queue for `poll_transmit`.
     pub(crate) queued: bool,
+    /// A server connection whose client address is not validated yet: the datagram bytes received from it
+    /// and sent to it, for the endpoint's own anti-amplification check (see `Endpoint::poll_transmit`).
+    pub(crate) unvalidated: Option<AmplificationBudget>,
     /// The connection ids the endpoint routes to this connection (removed with it).
     pub(crate) cids: SmallVec<[Vec<u8>; 2]>,
     peer: Option<PeerSettings>,
@@ -101,6 +105,8 @@ pub(crate) struct Connection {
     dgram_dropped_unknown: u64,
     dgram_dropped_buffer: u64,
     streams_rejected: u64,
+    /// Peer unidirectional streams whose reading was shut in quiche (see `stop_reading`).
+    stopped_uni_held: u64,
     /// Peer requests aborted because their HEADERS did not complete in time.
     requests_timed_out: u64,
     /// quiche's count of STOP_SENDING frames received, as of the last scan for stopped streams.
@@ -178,6 +184,7 @@ impl Connection {
             handshaking: false,
             timer: None,
             queued: false,
+            unvalidated: None,
             cids: SmallVec::new(),
             peer: None,
             have_peer_control: false,
@@ -198,6 +205,7 @@ impl Connection {
             dgram_dropped_unknown: 0,
             dgram_dropped_buffer: 0,
             streams_rejected: 0,
+            stopped_uni_held: 0,
             requests_timed_out: 0,
             stops_seen: 0,
             writable_now: Vec::new(),
@@ -532,14 +540,8 @@ impl Connection {
                     self.next_peer_uni = id + 4;
                 }
             }
-            self.streams.insert(
-                id,
-                Stream::Sniff(Sniff {
-                    bidi: is_bidi(id),
-                    buf: SmallVec::new(),
-                    first: None,
-                }),
-            );
+            self.streams
+                .insert(id, Stream::Sniff(StreamHeader::new(is_bidi(id))));
         }
         match self.streams.get(&id) {
             Some(Stream::Sniff(_)) => self.read_sniff(id, now, ev),
@@ -616,6 +618,40 @@ impl Connection {
             self.unseen_peer.push(id + 4..r.end);
         }
         true
+    }
+
+    /// Stops reading a stream the peer opened: STOP_SENDING with `code` (an HTTP/3 code). True when the
+    /// caller must keep the stream as [`Stream::Discard`] (read and dropped to its end) instead.
+    ///
+    /// quiche 0.30 never frees a peer unidirectional stream once its reading is shut: the stream is no
+    /// longer reported readable, so a FIN or RESET_STREAM that came or comes never lets it be collected,
+    /// and it holds its slot and the peer's stream credit for the life of the connection (quiche issue
+    /// #1968; fix proposed in quiche PR #2054). So for those: what is buffered is discarded first, and a
+    /// stream that reaches its end that way needs no STOP_SENDING (the peer has finished; quiche frees it);
+    /// otherwise STOP_SENDING goes out while fewer than a quarter of `max_streams_uni` streams are held that
+    /// way, and beyond that the stream is read and discarded to its end instead (the peer is not told to
+    /// stop, but its credit comes back). Bidirectional streams are freed once their sending side is done.
+    pub(super) fn stop_reading(&mut self, id: u64, code: u64) -> bool {
+        // Client-initiated stream ids are even, server-initiated ones odd (RFC 9000 section 2.1).
+        let peer_uni = !is_bidi(id) && (id & 0x1 == 1) != self.server;
+        if peer_uni && self.discard(id) {
+            return false;
+        }
+        if peer_uni && self.stopped_uni_held >= (self.cfg.max_streams_uni / 4).max(1) {
+            log::debug!(
+                "stream {id}: reading on to its end instead of STOP_SENDING (quiche #1968)"
+            );
+            return true;
+        }
+        if self
+            .quic
+            .stream_shutdown(id, quiche::Shutdown::Read, code)
+            .is_ok()
+            && peer_uni
+        {
+            self.stopped_uni_held += 1;
+        }
+        false
     }
 
     /// Drops whatever is readable; true when the stream ended (FIN or reset).
@@ -733,5 +769,19 @@ impl Connection {
 
     pub(crate) fn peer_dialect(&self) -> Option<Dialect> {
         self.peer.as_ref().and_then(|p| p.dialect)
+    }
+}
+
+/// Bytes exchanged with a client whose address is not validated (RFC 9000 section 8.1).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct AmplificationBudget {
+    pub(crate) received: usize,
+    pub(crate) sent: usize,
+}
+
+impl AmplificationBudget {
+    /// The bytes that may still be sent: three times what was received, less what was sent.
+    pub(crate) fn left(&self) -> usize {
+        (3 * self.received).saturating_sub(self.sent)
     }
 }

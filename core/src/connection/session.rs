@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use crate::capsule::{Capsule, CapsuleError, CapsuleParser, MAX_CLOSE_REASON};
+use crate::capsule::{Capsule, CapsuleError, CapsuleParser, MAX_CAPSULE, MAX_CLOSE_REASON};
 use crate::connect::{self, RequestCheck};
 use crate::error::{code, H3Error, SessionError};
 use crate::event::{
@@ -18,9 +18,6 @@ use super::types::{
     RecvCredit, RecvSide, RequestStream, SendCredit, SendSide, Session, SessionState, Stream,
 };
 use super::{is_bidi, Connection, SCRATCH};
-
-/// Room for a CLOSE capsule with a full reason plus slack; other known capsules are smaller.
-pub(super) const MAX_CAPSULE: usize = 4 + MAX_CLOSE_REASON + 64;
 
 impl Connection {
     // ---------------------------------------------------------------------------------------------
@@ -488,10 +485,8 @@ impl Connection {
                 if d.buffered_until.is_some() {
                     self.buffered_streams -= 1;
                 }
-                if matches!(d.recv, RecvSide::Open) {
-                    let _ =
-                        self.quic
-                            .stream_shutdown(s, quiche::Shutdown::Read, code::WT_SESSION_GONE);
+                if matches!(d.recv, RecvSide::Open) && self.stop_reading(s, code::WT_SESSION_GONE) {
+                    self.streams.insert(s, Stream::Discard);
                 }
                 if matches!(d.send, SendSide::Open) {
                     let _ = self.quic.stream_shutdown(

@@ -13,8 +13,9 @@ use crate::event::{Event, StreamId};
 use crate::frame;
 use crate::varint;
 
-use super::types::{stream_type, DataStream, RecvSide, SendSide, SessionState, Stream};
+use super::types::{DataStream, RecvSide, SendSide, SessionState, Stream};
 use super::{h3_to_app, is_bidi, Connection};
+use crate::stream_header::stream_type;
 
 impl Connection {
     // ---------------------------------------------------------------------------------------------
@@ -111,7 +112,7 @@ impl Connection {
 
     /// Aborts both directions of a peer stream with an HTTP/3 code.
     pub(super) fn reject_stream(&mut self, id: u64, c: u64) {
-        let _ = self.quic.stream_shutdown(id, quiche::Shutdown::Read, c);
+        let discard = self.stop_reading(id, c);
         if is_bidi(id) {
             let _ = self.quic.stream_shutdown(id, quiche::Shutdown::Write, c);
         }
@@ -119,6 +120,9 @@ impl Connection {
             if ds.buffered_until.is_some() {
                 self.buffered_streams -= 1;
             }
+        }
+        if discard {
+            self.streams.insert(id, Stream::Discard);
         }
     }
 
@@ -745,10 +749,11 @@ impl Connection {
             _ => return Err(StreamError::InvalidState("receiving already over")),
         }
         d.recv = RecvSide::Stopped;
-        let _ = self
-            .quic
-            .stream_shutdown(id, quiche::Shutdown::Read, code::app_to_h3(app));
+        let discard = self.stop_reading(id, code::app_to_h3(app));
         self.maybe_forget(id);
+        if discard {
+            self.streams.insert(id, Stream::Discard);
+        }
         Ok(())
     }
 

@@ -11,16 +11,7 @@ use crate::capsule::CapsuleParser;
 use crate::event::{IncomingRequest, SessionRequest, SessionStats};
 use crate::frame::FrameReader;
 use crate::settings::Dialect;
-
-/// Unidirectional stream types (RFC 9114 section 6.2, RFC 9204 section 4.2, draft-ietf-webtrans-http3
-/// section 4.1).
-pub(super) mod stream_type {
-    pub const CONTROL: u64 = 0x00;
-    pub const PUSH: u64 = 0x01;
-    pub const QPACK_ENCODER: u64 = 0x02;
-    pub const QPACK_DECODER: u64 = 0x03;
-    pub const WEBTRANSPORT: u64 = 0x54;
-}
+use crate::stream_header::StreamHeader;
 
 #[derive(Debug)]
 pub(super) enum RecvSide {
@@ -83,17 +74,9 @@ pub(super) struct RequestStream {
 }
 
 #[derive(Debug)]
-pub(super) struct Sniff {
-    pub(super) bidi: bool,
-    pub(super) buf: SmallVec<[u8; 8]>,
-    /// First varint, once read (stream type or bidi signal).
-    pub(super) first: Option<u64>,
-}
-
-#[derive(Debug)]
 pub(super) enum Stream {
     /// A peer stream whose header is not complete yet (quiche has no peek: read it byte-exactly).
-    Sniff(Sniff),
+    Sniff(StreamHeader),
     /// The peer's control stream (RFC 9114 section 6.2.1).
     PeerControl {
         reader: FrameReader,
