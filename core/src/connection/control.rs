@@ -133,7 +133,7 @@ impl Connection {
                         "control stream closed",
                     ));
                 }
-                return self.read_control(id, ev);
+                self.read_control(id, ev)
             }
             StreamKind::QpackEncoder | StreamKind::QpackDecoder => {
                 let enc = kind == StreamKind::QpackEncoder;
@@ -163,11 +163,11 @@ impl Connection {
                         Stream::QpackDecoder
                     },
                 );
-                return if enc {
+                if enc {
                     self.read_qpack_encoder(id)
                 } else {
                     Ok(())
-                };
+                }
             }
             StreamKind::Push => {
                 if self.server {
@@ -177,10 +177,10 @@ impl Connection {
                     ));
                 }
                 // We never send MAX_PUSH_ID, so any push id exceeds it (RFC 9114 section 4.6).
-                return Err(H3Error::new(
+                Err(H3Error::new(
                     code::H3_ID_ERROR,
                     "push stream without MAX_PUSH_ID",
-                ));
+                ))
             }
             StreamKind::Unknown(other) => {
                 // Unknown and GREASE stream types: the recipient either aborts reading or discards
@@ -194,7 +194,7 @@ impl Connection {
                 if !fin && !self.discard(id) {
                     self.streams.insert(id, Stream::Discard);
                 }
-                return Ok(());
+                Ok(())
             }
             StreamKind::Request(first) => {
                 if !self.server {
