@@ -178,6 +178,68 @@ async fn server_opens_many_more_bidi_streams_than_the_peers_quic_credit() {
     within!(T, echo).unwrap();
 }
 
+/// A peer that sends a stream's FIN in a packet of its own after the server read the data (as a writer
+/// closed after its last write does): the server must take the FIN from quiche, or quiche never frees the
+/// stream and the peer's QUIC stream credit for it never returns. With a credit of 4 bidirectional streams
+/// (the CONNECT stream among them), 40 streams in a row must each open and echo.
+#[test]
+fn a_fin_sent_apart_from_the_data_gives_the_stream_credit_back() {
+    let (server, client) = tern_tests::configs();
+    let mut p = Pair::with_configs(server.with_max_streams_bidi(4), client);
+    let mut raw = RawClient::new(&p);
+    raw.pump_until(&mut p, T, |r, _| r.conn.is_established());
+    raw.send(2, &control_stream(LATEST_SETTINGS), false);
+    raw_session(&mut p, &mut raw);
+    let mut buf = vec![0u8; 4096];
+    for k in 0..40u64 {
+        let id = 4 + 4 * k;
+        let payload = noise(100 + k as usize, k);
+        let mut bytes = Vec::new();
+        varint_write(0x41, &mut bytes);
+        varint_write(0, &mut bytes);
+        bytes.extend_from_slice(&payload);
+        raw.pump_until(&mut p, T, |r, _| r.conn.peer_streams_left_bidi() > 0);
+        raw.send(id, &bytes, false);
+        // The server reads the data...
+        let mut sid = None;
+        let mut got = Vec::new();
+        raw.pump_until(&mut p, T, |_, p| {
+            sid = sid.or_else(|| {
+                p.server_events.iter().find_map(|e| match e {
+                    Event::StreamOpened { stream, .. } if stream.quic_id() == id => Some(*stream),
+                    _ => None,
+                })
+            });
+            if let Some(mut s) = sid.and_then(|s| p.server.stream(s)) {
+                while let Ok(Some((n, fin))) = s.read(&mut buf) {
+                    assert!(!fin, "stream {id}: a FIN before it was sent");
+                    if n == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+            }
+            got.len() == payload.len()
+        });
+        let sid = sid.unwrap();
+        // ...and then the FIN arrives alone.
+        raw.send(id, b"", true);
+        raw.pump_until(&mut p, T, |_, p| {
+            let mut s = p.server.stream(sid).expect("the stream");
+            matches!(s.read(&mut buf), Ok(Some((0, true))))
+        });
+        tern_tests::write_all(&mut p, false, sid, &got);
+        let mut echo = Vec::new();
+        raw.pump_until(&mut p, T, |r, _| {
+            let (b, fin) = r.recv(id);
+            echo.extend_from_slice(&b);
+            fin
+        });
+        assert!(echo == payload, "echo of stream {id}");
+    }
+    assert_eq!(raw.close_code(), None);
+}
+
 // -------------------------------------------------------------------------------------------------
 // Unknown stream types (issue 16, item 7)
 
