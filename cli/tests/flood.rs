@@ -19,9 +19,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tern::code;
-use tern::wire::{qpack_decode, varint_read, varint_write};
+use tern::wire::varint_write;
 use tern_app::{Request, ServerApp, ShutdownHandle};
-use tern_tests::{connect_request, control_stream, LATEST_SETTINGS};
+use tern_tests::connect_request;
+use tern_tests::udp::{first_flight, packet_dcid, packet_type, quiche_client, UdpClient};
 use tern_tokio::Session;
 
 const TERN: &str = env!("CARGO_BIN_EXE_tern");
@@ -477,51 +478,9 @@ fn legitimate_client_with(server: &Server, again_when_refused: bool) {
 // -------------------------------------------------------------------------------------------------
 // Raw peers
 
-fn packet_type(d: &[u8]) -> Option<quiche::Type> {
-    quiche::Header::from_slice(&mut d.to_vec(), 16)
-        .ok()
-        .map(|h| h.ty)
-}
-
-/// The destination connection id of a long-header packet (the client's id the server answers).
-fn packet_dcid(d: &[u8]) -> Vec<u8> {
-    quiche::Header::from_slice(&mut d.to_vec(), 16)
-        .map(|h| h.dcid.to_vec())
-        .unwrap_or_default()
-}
-
-fn quiche_config() -> quiche::Config {
-    let mut cfg = quiche::Config::new(quiche::PROTOCOL_VERSION).unwrap();
-    cfg.set_application_protos(&[b"h3"]).unwrap();
-    cfg.verify_peer(false);
-    cfg.set_max_idle_timeout(30_000);
-    cfg.set_initial_max_data(10 << 20);
-    cfg.set_initial_max_stream_data_bidi_local(1 << 20);
-    cfg.set_initial_max_stream_data_bidi_remote(1 << 20);
-    cfg.set_initial_max_stream_data_uni(1 << 20);
-    cfg.set_initial_max_streams_bidi(100);
-    cfg.set_initial_max_streams_uni(100);
-    cfg
-}
-
-/// A raw quiche connection to `server` from `local`, with connection id `scid`.
+/// A raw client's connection from `local`, with id `scid` (it is not driven: flood packets).
 fn quiche_conn(local: SocketAddr, server: SocketAddr, scid: &[u8]) -> quiche::Connection {
-    quiche::connect(
-        Some("localhost"),
-        &quiche::ConnectionId::from_ref(scid),
-        local,
-        server,
-        &mut quiche_config(),
-    )
-    .unwrap()
-}
-
-/// A client's first datagram (its Initial, padded to 1,200 bytes).
-fn first_flight(conn: &mut quiche::Connection) -> Vec<u8> {
-    let mut buf = vec![0u8; 1500];
-    let (n, _) = conn.send(&mut buf).unwrap();
-    buf.truncate(n);
-    buf
+    quiche_client(local, server, scid, Duration::from_secs(10))
 }
 
 /// Every datagram that arrives on `sock` until it has been quiet for `quiet`.
@@ -566,183 +525,6 @@ impl Socket {
             self.got.push(buf[..n].to_vec());
         }
     }
-}
-
-/// A raw quiche client on its own UDP socket, for peers that break the rules or stop half-way.
-struct Raw {
-    sock: UdpSocket,
-    conn: quiche::Connection,
-    local: SocketAddr,
-    /// Types of the packets received (first packet of each datagram).
-    seen: Vec<Option<quiche::Type>>,
-}
-
-impl Raw {
-    fn new(bind: &str, server: SocketAddr, scid: &[u8]) -> Self {
-        let sock = UdpSocket::bind(bind).unwrap();
-        sock.connect(server).unwrap();
-        let local = sock.local_addr().unwrap();
-        Self {
-            conn: quiche_conn(local, server, scid),
-            sock,
-            local,
-            seen: Vec::new(),
-        }
-    }
-
-    fn flush(&mut self) {
-        let mut buf = vec![0u8; 1500];
-        while let Ok((n, _)) = self.conn.send(&mut buf) {
-            let _ = self.sock.send(&buf[..n]);
-        }
-    }
-
-    /// Exchanges packets until `done` holds; fails the test after `T`.
-    fn run_until(&mut self, what: &str, mut done: impl FnMut(&mut Self) -> bool) {
-        let start = Instant::now();
-        let mut buf = vec![0u8; 65536];
-        self.flush();
-        while !done(self) {
-            assert!(
-                start.elapsed() < T,
-                "{what}: not within {T:?} (peer error {:?})",
-                self.conn.peer_error()
-            );
-            self.sock
-                .set_read_timeout(Some(Duration::from_millis(2)))
-                .unwrap();
-            if let Ok(n) = self.sock.recv(&mut buf) {
-                self.seen.push(packet_type(&buf[..n]));
-                let from = self.sock.peer_addr().unwrap();
-                let _ = self.conn.recv(
-                    &mut buf[..n],
-                    quiche::RecvInfo {
-                        from,
-                        to: self.local,
-                    },
-                );
-            }
-            if self
-                .conn
-                .timeout_instant()
-                .is_some_and(|t| t <= Instant::now())
-            {
-                self.conn.on_timeout();
-            }
-            self.flush();
-        }
-    }
-
-    /// Exchanges packets for `d`.
-    fn run_for(&mut self, d: Duration) {
-        let end = Instant::now() + d;
-        self.run_until("run_for", |_| Instant::now() >= end);
-    }
-
-    fn established(bind: &str, server: SocketAddr, scid: &[u8]) -> Self {
-        let mut r = Self::new(bind, server, scid);
-        r.run_until("handshake", |r| r.conn.is_established());
-        r
-    }
-
-    /// An established connection with HTTP/3's control stream and a newest-draft SETTINGS sent.
-    fn h3(server: SocketAddr, scid: &[u8]) -> Self {
-        let mut r = Self::established("127.0.0.1:0", server, scid);
-        r.send(2, &control_stream(LATEST_SETTINGS), false);
-        r
-    }
-
-    /// Writes all of `data` on a stream (the tests write little).
-    fn send(&mut self, stream: u64, data: &[u8], fin: bool) {
-        let n = self
-            .conn
-            .stream_send(stream, data, fin)
-            .expect("stream_send");
-        assert_eq!(n, data.len(), "a raw write was cut short");
-        self.flush();
-    }
-
-    /// Writes all of `data` on a stream, exchanging packets while the congestion window or flow control
-    /// holds the rest back; the error of a stream that cannot be opened or written.
-    fn write_all(&mut self, stream: u64, data: &[u8], fin: bool) -> Result<(), quiche::Error> {
-        let mut off = 0;
-        let start = Instant::now();
-        loop {
-            match self.conn.stream_send(stream, &data[off..], fin) {
-                Ok(n) if off + n == data.len() => {
-                    self.flush();
-                    return Ok(());
-                }
-                Ok(n) => off += n,
-                Err(quiche::Error::Done) => {}
-                Err(e) => return Err(e),
-            }
-            assert!(start.elapsed() < T, "stream {stream}: write stuck at {off}");
-            let end = Instant::now() + Duration::from_millis(2);
-            self.run_until("room to write", |_| Instant::now() >= end);
-        }
-    }
-
-    /// Reads whatever is readable on a stream; `Err` carries the peer's reset code.
-    fn recv(&mut self, stream: u64, into: &mut Vec<u8>) -> Result<bool, u64> {
-        let mut b = [0u8; 8192];
-        loop {
-            match self.conn.stream_recv(stream, &mut b) {
-                Ok((n, fin)) => {
-                    into.extend_from_slice(&b[..n]);
-                    if fin {
-                        return Ok(true);
-                    }
-                }
-                Err(quiche::Error::StreamReset(c)) => return Err(c),
-                Err(_) => return Ok(false),
-            }
-        }
-    }
-
-    /// The code of the peer's STOP_SENDING on `stream`, probed by writing a byte. (Only probe once the
-    /// stream is expected to be stopped: the byte is sent otherwise.)
-    fn stopped(&mut self, stream: u64) -> Option<u64> {
-        match self.conn.stream_send(stream, b"x", false) {
-            Err(quiche::Error::StreamStopped(c)) => Some(c),
-            _ => None,
-        }
-    }
-
-    /// Opens a newest-draft session on request stream `stream` and waits for its 200.
-    fn session(&mut self, stream: u64) {
-        self.send(stream, &connect_request("/echo", "webtransport-h3"), false);
-        let mut acc = Vec::new();
-        let mut status = None;
-        self.run_until("the session's response", |r| {
-            let _ = r.recv(stream, &mut acc);
-            status = response_status(&acc);
-            status.is_some()
-        });
-        assert_eq!(status.as_deref(), Some("200"), "session response");
-    }
-}
-
-/// The `:status` of the first complete HEADERS frame in `acc`, if one is there.
-fn response_status(acc: &[u8]) -> Option<String> {
-    let mut at = 0;
-    while let Some((ty, n)) = varint_read(&acc[at..]) {
-        let (len, m) = varint_read(&acc[at + n..])?;
-        let start = at + n + m;
-        let end = start + len as usize;
-        if acc.len() < end {
-            return None;
-        }
-        if ty == 0x1 {
-            let fields = qpack_decode(&acc[start..end], 1 << 20).expect("response decodes");
-            return fields
-                .into_iter()
-                .find(|f| f.name == b":status")
-                .map(|f| String::from_utf8_lossy(&f.value).into_owned());
-        }
-        at = end;
-    }
-    None
 }
 
 /// A WebTransport bidirectional stream's header for session 0 (the CONNECT stream's id).
@@ -985,11 +767,16 @@ fn handshake_flood_gets_retry_and_a_legitimate_client_connects(kind: Kind) {
     for i in 0..VALIDATED {
         let mut id = [0xd0; 16];
         id[..8].copy_from_slice(&(i as u64).to_be_bytes());
-        let mut c = Raw::new("127.0.0.1:0", server.addr, &id);
-        c.sock.send(&first_flight(&mut c.conn)).unwrap();
+        let mut c = UdpClient::new("127.0.0.1:0", server.addr, &id);
+        c.sock
+            .send_to(&first_flight(&mut c.conn), server.addr)
+            .unwrap();
         c.sock.set_read_timeout(Some(T)).unwrap();
         let mut buf = vec![0u8; 65536];
-        let n = c.sock.recv(&mut buf).expect("an answer to a flood Initial");
+        let (n, _) = c
+            .sock
+            .recv_from(&mut buf)
+            .expect("an answer to a flood Initial");
         assert_eq!(
             packet_type(&buf[..n]),
             Some(quiche::Type::Retry),
@@ -1000,7 +787,9 @@ fn handshake_flood_gets_retry_and_a_legitimate_client_connects(kind: Kind) {
         c.conn
             .recv(&mut buf[..n], quiche::RecvInfo { from, to })
             .expect("the Retry is valid");
-        c.sock.send(&first_flight(&mut c.conn)).unwrap();
+        c.sock
+            .send_to(&first_flight(&mut c.conn), server.addr)
+            .unwrap();
         validated.push(c);
     }
     assert_eq!(
@@ -1062,11 +851,11 @@ fn handshake_flood_gets_retry_and_a_legitimate_client_connects(kind: Kind) {
 fn connection_limit_refuses_with_connection_refused(kind: Kind) {
     let mut server = Server::start(kind, &[("max-connections", 3)]);
     let bystander = Bystander::start(&server);
-    let mut held: Vec<Raw> = (0..2u8)
-        .map(|i| Raw::established("127.0.0.1:0", server.addr, &[0x50 + i; 16]))
+    let mut held: Vec<UdpClient> = (0..2u8)
+        .map(|i| UdpClient::established("127.0.0.1:0", server.addr, &[0x50 + i; 16]))
         .collect();
     server.wait_stats("3 connections", |s| s.connections == 3);
-    let mut refused = Raw::new("127.0.0.1:0", server.addr, &[0x60; 16]);
+    let mut refused = UdpClient::new("127.0.0.1:0", server.addr, &[0x60; 16]);
     refused.run_until("the refusal", |r| r.conn.peer_error().is_some());
     let e = refused.conn.peer_error().unwrap();
     assert_eq!(e.error_code, 0x02, "CONNECTION_REFUSED");
@@ -1074,7 +863,7 @@ fn connection_limit_refuses_with_connection_refused(kind: Kind) {
     assert!(!refused.conn.is_established());
     assert_eq!(
         refused.seen.first(),
-        Some(&Some(quiche::Type::Retry)),
+        Some(&quiche::Type::Retry),
         "validated before the refusal"
     );
     let line = server.wait_log(&["3 connections (max_connections)", "CONNECTION_REFUSED"]);
@@ -1100,10 +889,10 @@ fn connection_limit_refuses_with_connection_refused(kind: Kind) {
 fn per_address_limit_refuses_that_address_only(kind: Kind) {
     let mut server = Server::start(kind, &[("max-connections-per-address", 2)]);
     let bystander = Bystander::start(&server);
-    let held: Vec<Raw> = (0..2u8)
-        .map(|i| Raw::established("127.0.0.1:0", server.addr, &[0x70 + i; 16]))
+    let held: Vec<UdpClient> = (0..2u8)
+        .map(|i| UdpClient::established("127.0.0.1:0", server.addr, &[0x70 + i; 16]))
         .collect();
-    let mut same = Raw::new("127.0.0.1:0", server.addr, &[0x72; 16]);
+    let mut same = UdpClient::new("127.0.0.1:0", server.addr, &[0x72; 16]);
     same.run_until("the refusal", |r| r.conn.peer_error().is_some());
     let e = same.conn.peer_error().unwrap();
     assert_eq!(
@@ -1111,11 +900,11 @@ fn per_address_limit_refuses_that_address_only(kind: Kind) {
         (0x02, false),
         "CONNECTION_REFUSED"
     );
-    assert_eq!(same.seen.first(), Some(&Some(quiche::Type::Retry)));
-    let other = Raw::established("127.0.0.4:0", server.addr, &[0x73; 16]);
+    assert_eq!(same.seen.first(), Some(&quiche::Type::Retry));
+    let other = UdpClient::established("127.0.0.4:0", server.addr, &[0x73; 16]);
     assert_eq!(
         other.seen.first(),
-        Some(&Some(quiche::Type::Initial)),
+        Some(&quiche::Type::Initial),
         "another address is served without a Retry"
     );
     let line = server.wait_log(&["2 connections from one address (max_connections_per_address)"]);
@@ -1135,10 +924,10 @@ fn stateless_retry_validates_every_client(kind: Kind) {
     let mut server = Server::start(kind, &[("stateless-retry", 1)]);
     let bystander = Bystander::start(&server);
     for i in 0..3u8 {
-        let c = Raw::established("127.0.0.1:0", server.addr, &[0x80 + i; 16]);
+        let c = UdpClient::established("127.0.0.1:0", server.addr, &[0x80 + i; 16]);
         assert_eq!(
             c.seen.first(),
-            Some(&Some(quiche::Type::Retry)),
+            Some(&quiche::Type::Retry),
             "client {i}'s first answer"
         );
     }
@@ -1157,8 +946,8 @@ fn stream_flood_holds_at_the_stream_limit(kind: Kind) {
     let mut server = Server::start(kind, &[]);
     let bystander = Bystander::start(&server);
     let before = bystander.trips();
-    let mut raw = Raw::h3(server.addr, &[0x90; 16]);
-    raw.session(0);
+    let mut raw = UdpClient::h3(server.addr, &[0x90; 16]);
+    assert_eq!(raw.request(0, "/echo"), "200", "the session's response");
     let credit = raw.conn.peer_streams_left_bidi();
     assert_eq!(
         credit, 255,
@@ -1244,7 +1033,7 @@ fn streams_for_a_session_that_never_comes_are_rejected(kind: Kind) {
         ],
     );
     let bystander = Bystander::start(&server);
-    let mut raw = Raw::h3(server.addr, &[0x91; 16]);
+    let mut raw = UdpClient::h3(server.addr, &[0x91; 16]);
     // Session 0 would be the request on stream 0, which is never sent.
     let ids: Vec<u64> = (1..=12).map(|k| 4 * k).collect();
     for id in &ids {
@@ -1299,7 +1088,7 @@ fn streams_for_a_session_that_never_comes_are_rejected(kind: Kind) {
     assert_eq!(at_once, 8, "rejected before the timeout: {rejected:?}");
     assert!(raw.conn.peer_error().is_none(), "the connection goes on");
     // A session on stream 0 now works, and echoes.
-    raw.session(0);
+    assert_eq!(raw.request(0, "/echo"), "200", "the session's response");
     let id = 4 * 13;
     let mut d = wt_bidi_header();
     d.extend_from_slice(b"after the rejections");
@@ -1322,7 +1111,7 @@ fn half_sent_headers_are_aborted_with_request_incomplete(kind: Kind) {
         &[("request-header-timeout-ms", TIMEOUT.as_millis() as u64)],
     );
     let bystander = Bystander::start(&server);
-    let mut raw = Raw::h3(server.addr, &[0x92; 16]);
+    let mut raw = UdpClient::h3(server.addr, &[0x92; 16]);
     let req = connect_request("/echo", "webtransport-h3");
     raw.send(0, &req[..req.len() / 2], false);
     let sent = Instant::now();
@@ -1345,7 +1134,7 @@ fn half_sent_headers_are_aborted_with_request_incomplete(kind: Kind) {
     );
     assert!(raw.conn.peer_error().is_none());
     // A complete request on the next stream is served.
-    raw.session(4);
+    assert_eq!(raw.request(4, "/echo"), "200", "the session's response");
     server.assert_alive();
     bystander.finish();
 }
@@ -1360,7 +1149,7 @@ fn connection_without_a_session_request_is_closed(kind: Kind) {
         &[("session-request-timeout-ms", TIMEOUT.as_millis() as u64)],
     );
     let bystander = Bystander::start(&server);
-    let mut idle = Raw::established("127.0.0.1:0", server.addr, &[0x93; 16]);
+    let mut idle = UdpClient::established("127.0.0.1:0", server.addr, &[0x93; 16]);
     let t = Instant::now();
     idle.run_until("the close", |r| r.conn.peer_error().is_some());
     let e = idle.conn.peer_error().unwrap();

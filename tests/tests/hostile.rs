@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tern::wire::varint_write;
 use tern::{Event, SessionId};
+use tern_tests::udp::{first_flight, UdpClient};
 use tern_tests::{
     connect_request, control_stream, field, read_response, Pair, RawClient, LATEST_SETTINGS,
 };
@@ -392,34 +393,7 @@ fn a_thousand_unknown_uni_streams_give_their_slots_back() {
 
 /// A raw quiche client (certificate verification off: it tests the server) from `addr` with id `scid`.
 fn quiche_client(addr: SocketAddr, server: SocketAddr, scid: &[u8]) -> quiche::Connection {
-    quiche_client_idle(addr, server, scid, Duration::from_secs(10))
-}
-
-/// [`quiche_client`] with another idle timeout (the effective one is the smaller of the two ends').
-fn quiche_client_idle(
-    addr: SocketAddr,
-    server: SocketAddr,
-    scid: &[u8],
-    idle: Duration,
-) -> quiche::Connection {
-    let mut cfg = quiche::Config::new(quiche::PROTOCOL_VERSION).unwrap();
-    cfg.set_application_protos(&[b"h3"]).unwrap();
-    cfg.verify_peer(false);
-    cfg.set_max_idle_timeout(idle.as_millis() as u64);
-    cfg.set_initial_max_data(1 << 20);
-    cfg.set_initial_max_stream_data_bidi_local(1 << 16);
-    cfg.set_initial_max_stream_data_bidi_remote(1 << 16);
-    cfg.set_initial_max_stream_data_uni(1 << 16);
-    cfg.set_initial_max_streams_bidi(10);
-    cfg.set_initial_max_streams_uni(10);
-    quiche::connect(
-        Some("localhost"),
-        &quiche::ConnectionId::from_ref(scid),
-        addr,
-        server,
-        &mut cfg,
-    )
-    .unwrap()
+    tern_tests::udp::quiche_client(addr, server, scid, Duration::from_secs(10))
 }
 
 fn server_endpoint(cfg: tern::Config) -> tern::Endpoint {
@@ -646,14 +620,6 @@ fn capture_warnings() {
     }
 }
 
-/// A client's first datagram (its Initial, padded to 1,200 bytes).
-fn first_flight(conn: &mut quiche::Connection) -> Vec<u8> {
-    let mut buf = vec![0u8; 1500];
-    let (n, _) = conn.send(&mut buf).unwrap();
-    buf.truncate(n);
-    buf
-}
-
 /// At `max_handshakes` connections in the handshake nothing is allocated for a new Initial: without a
 /// token it gets a stateless Retry (no connection, counted, logged once per interval however many arrive);
 /// a client that comes back validated replaces the oldest unfinished handshake, which is closed with
@@ -849,84 +815,6 @@ impl Drop for UdpServer {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
-        }
-    }
-}
-
-/// A raw quiche client on its own UDP socket.
-struct UdpClient {
-    sock: std::net::UdpSocket,
-    conn: quiche::Connection,
-    local: SocketAddr,
-    /// Types of the packets received (first packet of each datagram).
-    seen: Vec<quiche::Type>,
-}
-
-impl UdpClient {
-    fn new(bind: &str, server: SocketAddr, scid: &[u8]) -> Self {
-        Self::with_idle(bind, server, scid, Duration::from_secs(10))
-    }
-
-    fn with_idle(bind: &str, server: SocketAddr, scid: &[u8], idle: Duration) -> Self {
-        let sock = std::net::UdpSocket::bind(bind).unwrap();
-        let local = sock.local_addr().unwrap();
-        let conn = quiche_client_idle(local, server, scid, idle);
-        Self {
-            sock,
-            conn,
-            local,
-            seen: Vec::new(),
-        }
-    }
-
-    fn flush(&mut self) {
-        let mut buf = vec![0u8; 1500];
-        while let Ok((n, info)) = self.conn.send(&mut buf) {
-            self.sock.send_to(&buf[..n], info.to).unwrap();
-        }
-    }
-
-    /// Receives (and processes) for `d`, sending whatever the connection wants to send in between, until
-    /// `done` holds.
-    fn run(&mut self, d: Duration, done: impl Fn(&Self) -> bool) {
-        let end = Instant::now() + d;
-        let mut buf = vec![0u8; 65536];
-        self.flush();
-        while Instant::now() < end && !done(self) {
-            self.sock
-                .set_read_timeout(Some(Duration::from_millis(5)))
-                .unwrap();
-            if let Ok((n, from)) = self.sock.recv_from(&mut buf) {
-                self.seen.push(packet_type(&buf[..n]));
-                let _ = self.conn.recv(
-                    &mut buf[..n],
-                    quiche::RecvInfo {
-                        from,
-                        to: self.local,
-                    },
-                );
-            }
-            if self
-                .conn
-                .timeout_instant()
-                .is_some_and(|t| t <= Instant::now())
-            {
-                self.conn.on_timeout();
-            }
-            self.flush();
-        }
-    }
-
-    /// Sends its first flight and nothing after (a half-open handshake); records the types of the first
-    /// packets of what comes back within `d` without processing them.
-    fn first_flight_only(&mut self, d: Duration) {
-        let mut buf = vec![0u8; 1500];
-        let (n, info) = self.conn.send(&mut buf).unwrap();
-        self.sock.send_to(&buf[..n], info.to).unwrap();
-        self.sock.set_read_timeout(Some(d)).unwrap();
-        let mut buf = vec![0u8; 65536];
-        if let Ok((n, _)) = self.sock.recv_from(&mut buf) {
-            self.seen.push(packet_type(&buf[..n]));
         }
     }
 }
