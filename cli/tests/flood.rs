@@ -32,7 +32,7 @@ const T: Duration = Duration::from_secs(10);
 // -------------------------------------------------------------------------------------------------
 // Servers
 
-/// One scenario at a time (see the crate docs).
+/// One scenario at a time (see the top of this file).
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
