@@ -56,6 +56,8 @@ enum Command {
         /// still accepts larger packets; a smaller value makes it echo only smaller datagrams.
         #[arg(long, default_value_t = 1350, value_parser = clap::value_parser!(u16).range(1200..))]
         max_udp_payload: u16,
+        #[command(flatten)]
+        limits: Limits,
     },
     /// Check a server: connect, datagram echoes (64, 256, 1024 bytes and the maximum), a bidirectional and
     /// a unidirectional stream echo, close. Exit status 0 only when everything passed.
@@ -98,6 +100,81 @@ struct Verify {
     /// Do not verify the server certificate at all (development only: anyone on the path can intercept).
     #[arg(long)]
     insecure: bool,
+}
+
+/// The server's limits against hostile and heavy peers. Each is passed through to the Tern setter of the
+/// same name; unset, Tern's default applies.
+#[derive(clap::Args, Debug, Default)]
+#[command(next_help_heading = "Limits (unset: Tern's defaults)")]
+struct Limits {
+    /// Most connections held at once; a client beyond it is validated with a Retry and refused with
+    /// CONNECTION_REFUSED [default: 10000].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Most connections from one IP address; more are refused as above [default: 256].
+    #[arg(long, value_name = "N")]
+    max_connections_per_address: Option<usize>,
+    /// Hard cap on connections in their handshake: at the cap a new client gets a Retry and, once
+    /// validated, replaces the oldest unfinished handshake [default: 1024].
+    #[arg(long, value_name = "N")]
+    max_handshakes: Option<usize>,
+    /// Connections in the handshake above which new clients are answered with a stateless Retry
+    /// [default: 128].
+    #[arg(long, value_name = "N")]
+    retry_above_handshakes: Option<usize>,
+    /// Validate every client's address with a stateless Retry, under load or not.
+    #[arg(long)]
+    stateless_retry: bool,
+    /// Streams per connection kept waiting for a session that is not established yet; more are
+    /// rejected with WT_BUFFERED_STREAM_REJECTED [default: 32].
+    #[arg(long, value_name = "N")]
+    max_buffered_streams: Option<usize>,
+    /// Milliseconds a stream may wait for its session before it is rejected with
+    /// WT_BUFFERED_STREAM_REJECTED [default: 3000].
+    #[arg(long, value_name = "MS")]
+    buffered_stream_timeout_ms: Option<u64>,
+    /// Milliseconds a request may take to deliver its complete HEADERS frame before it is aborted with
+    /// H3_REQUEST_INCOMPLETE [default: 10000].
+    #[arg(long, value_name = "MS")]
+    request_header_timeout_ms: Option<u64>,
+    /// Milliseconds a connection may go without asking for a session after its handshake before it is
+    /// closed (H3_NO_ERROR); 0 disables [default: 10000].
+    #[arg(long, value_name = "MS")]
+    session_request_timeout_ms: Option<u64>,
+}
+
+impl Limits {
+    /// `config` with the limits that were given.
+    fn apply(&self, mut config: Config) -> Config {
+        if let Some(n) = self.max_connections {
+            config = config.with_max_connections(n);
+        }
+        if let Some(n) = self.max_connections_per_address {
+            config = config.with_max_connections_per_address(n);
+        }
+        if let Some(n) = self.max_handshakes {
+            config = config.with_max_handshakes(n);
+        }
+        if let Some(n) = self.retry_above_handshakes {
+            config = config.with_retry_above_handshakes(n);
+        }
+        if self.stateless_retry {
+            config = config.with_stateless_retry(true);
+        }
+        if let Some(n) = self.max_buffered_streams {
+            config = config.with_max_buffered_streams(n);
+        }
+        if let Some(ms) = self.buffered_stream_timeout_ms {
+            config = config.with_buffered_stream_timeout(Duration::from_millis(ms));
+        }
+        if let Some(ms) = self.request_header_timeout_ms {
+            config = config.with_request_header_timeout(Duration::from_millis(ms));
+        }
+        if let Some(ms) = self.session_request_timeout_ms {
+            config = config.with_session_request_timeout(Duration::from_millis(ms));
+        }
+        config
+    }
 }
 
 fn client_config(v: &Verify) -> Result<Config, String> {
@@ -143,7 +220,19 @@ fn main() -> ExitCode {
                 names,
                 web,
                 max_udp_payload,
-            } => serve_cmd(listen, cert, key, names, web, max_udp_payload.into()).await,
+                limits,
+            } => {
+                serve_cmd(
+                    listen,
+                    cert,
+                    key,
+                    names,
+                    web,
+                    max_udp_payload.into(),
+                    &limits,
+                )
+                .await
+            }
             Command::Connect {
                 url,
                 verify,
@@ -181,6 +270,7 @@ async fn serve_cmd(
     names: Vec<String>,
     web: Option<SocketAddr>,
     max_udp_payload: usize,
+    limits: &Limits,
 ) -> ExitCode {
     let (config, hash) = match (cert, key) {
         (Some(cert), Some(key)) => {
@@ -201,7 +291,7 @@ async fn serve_cmd(
             Err(e) => return fail(format!("generating a certificate: {e}")),
         },
     };
-    let config = config.with_max_udp_payload(max_udp_payload);
+    let config = limits.apply(config.with_max_udp_payload(max_udp_payload));
     let endpoint = match Endpoint::server(listen, config) {
         Ok(e) => e,
         Err(e) => return fail(format!("cannot listen on {listen}: {e}")),

@@ -4,6 +4,8 @@
 //! Packets pass through memory instantly; quiche still reads the wall clock for its own timers, so a test
 //! that needs a timer to fire waits for it with [`Pair::drive_for`].
 
+pub mod udp;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tern::wire::varint_write;
 use tern::{Event, SessionId};
+use tern_tests::udp::{first_flight, UdpClient};
 use tern_tests::{
     connect_request, control_stream, field, read_response, Pair, RawClient, LATEST_SETTINGS,
 };
@@ -176,6 +177,68 @@ async fn server_opens_many_more_bidi_streams_than_the_peers_quic_credit() {
     }
     srv.close(0, "done").unwrap();
     within!(T, echo).unwrap();
+}
+
+/// A peer that sends a stream's FIN in a packet of its own after the server read the data (as a writer
+/// closed after its last write does): the server must take the FIN from quiche, or quiche never frees the
+/// stream and the peer's QUIC stream credit for it never returns. With a credit of 4 bidirectional streams
+/// (the CONNECT stream among them), 40 streams in a row must each open and echo.
+#[test]
+fn a_fin_sent_apart_from_the_data_gives_the_stream_credit_back() {
+    let (server, client) = tern_tests::configs();
+    let mut p = Pair::with_configs(server.with_max_streams_bidi(4), client);
+    let mut raw = RawClient::new(&p);
+    raw.pump_until(&mut p, T, |r, _| r.conn.is_established());
+    raw.send(2, &control_stream(LATEST_SETTINGS), false);
+    raw_session(&mut p, &mut raw);
+    let mut buf = vec![0u8; 4096];
+    for k in 0..40u64 {
+        let id = 4 + 4 * k;
+        let payload = noise(100 + k as usize, k);
+        let mut bytes = Vec::new();
+        varint_write(0x41, &mut bytes);
+        varint_write(0, &mut bytes);
+        bytes.extend_from_slice(&payload);
+        raw.pump_until(&mut p, T, |r, _| r.conn.peer_streams_left_bidi() > 0);
+        raw.send(id, &bytes, false);
+        // The server reads the data...
+        let mut sid = None;
+        let mut got = Vec::new();
+        raw.pump_until(&mut p, T, |_, p| {
+            sid = sid.or_else(|| {
+                p.server_events.iter().find_map(|e| match e {
+                    Event::StreamOpened { stream, .. } if stream.quic_id() == id => Some(*stream),
+                    _ => None,
+                })
+            });
+            if let Some(mut s) = sid.and_then(|s| p.server.stream(s)) {
+                while let Ok(Some((n, fin))) = s.read(&mut buf) {
+                    assert!(!fin, "stream {id}: a FIN before it was sent");
+                    if n == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+            }
+            got.len() == payload.len()
+        });
+        let sid = sid.unwrap();
+        // ...and then the FIN arrives alone.
+        raw.send(id, b"", true);
+        raw.pump_until(&mut p, T, |_, p| {
+            let mut s = p.server.stream(sid).expect("the stream");
+            matches!(s.read(&mut buf), Ok(Some((0, true))))
+        });
+        tern_tests::write_all(&mut p, false, sid, &got);
+        let mut echo = Vec::new();
+        raw.pump_until(&mut p, T, |r, _| {
+            let (b, fin) = r.recv(id);
+            echo.extend_from_slice(&b);
+            fin
+        });
+        assert!(echo == payload, "echo of stream {id}");
+    }
+    assert_eq!(raw.close_code(), None);
 }
 
 // -------------------------------------------------------------------------------------------------
@@ -453,34 +516,7 @@ fn streams_the_application_stops_give_their_slots_back() {
 
 /// A raw quiche client (certificate verification off: it tests the server) from `addr` with id `scid`.
 fn quiche_client(addr: SocketAddr, server: SocketAddr, scid: &[u8]) -> quiche::Connection {
-    quiche_client_idle(addr, server, scid, Duration::from_secs(10))
-}
-
-/// [`quiche_client`] with another idle timeout (the effective one is the smaller of the two ends').
-fn quiche_client_idle(
-    addr: SocketAddr,
-    server: SocketAddr,
-    scid: &[u8],
-    idle: Duration,
-) -> quiche::Connection {
-    let mut cfg = quiche::Config::new(quiche::PROTOCOL_VERSION).unwrap();
-    cfg.set_application_protos(&[b"h3"]).unwrap();
-    cfg.verify_peer(false);
-    cfg.set_max_idle_timeout(idle.as_millis() as u64);
-    cfg.set_initial_max_data(1 << 20);
-    cfg.set_initial_max_stream_data_bidi_local(1 << 16);
-    cfg.set_initial_max_stream_data_bidi_remote(1 << 16);
-    cfg.set_initial_max_stream_data_uni(1 << 16);
-    cfg.set_initial_max_streams_bidi(10);
-    cfg.set_initial_max_streams_uni(10);
-    quiche::connect(
-        Some("localhost"),
-        &quiche::ConnectionId::from_ref(scid),
-        addr,
-        server,
-        &mut cfg,
-    )
-    .unwrap()
+    tern_tests::udp::quiche_client(addr, server, scid, Duration::from_secs(10))
 }
 
 fn server_endpoint(cfg: tern::Config) -> tern::Endpoint {
@@ -707,14 +743,6 @@ fn capture_warnings() {
     }
 }
 
-/// A client's first datagram (its Initial, padded to 1,200 bytes).
-fn first_flight(conn: &mut quiche::Connection) -> Vec<u8> {
-    let mut buf = vec![0u8; 1500];
-    let (n, _) = conn.send(&mut buf).unwrap();
-    buf.truncate(n);
-    buf
-}
-
 /// At `max_handshakes` connections in the handshake nothing is allocated for a new Initial: without a
 /// token it gets a stateless Retry (no connection, counted, logged once per interval however many arrive);
 /// a client that comes back validated replaces the oldest unfinished handshake, which is closed with
@@ -910,84 +938,6 @@ impl Drop for UdpServer {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
-        }
-    }
-}
-
-/// A raw quiche client on its own UDP socket.
-struct UdpClient {
-    sock: std::net::UdpSocket,
-    conn: quiche::Connection,
-    local: SocketAddr,
-    /// Types of the packets received (first packet of each datagram).
-    seen: Vec<quiche::Type>,
-}
-
-impl UdpClient {
-    fn new(bind: &str, server: SocketAddr, scid: &[u8]) -> Self {
-        Self::with_idle(bind, server, scid, Duration::from_secs(10))
-    }
-
-    fn with_idle(bind: &str, server: SocketAddr, scid: &[u8], idle: Duration) -> Self {
-        let sock = std::net::UdpSocket::bind(bind).unwrap();
-        let local = sock.local_addr().unwrap();
-        let conn = quiche_client_idle(local, server, scid, idle);
-        Self {
-            sock,
-            conn,
-            local,
-            seen: Vec::new(),
-        }
-    }
-
-    fn flush(&mut self) {
-        let mut buf = vec![0u8; 1500];
-        while let Ok((n, info)) = self.conn.send(&mut buf) {
-            self.sock.send_to(&buf[..n], info.to).unwrap();
-        }
-    }
-
-    /// Receives (and processes) for `d`, sending whatever the connection wants to send in between, until
-    /// `done` holds.
-    fn run(&mut self, d: Duration, done: impl Fn(&Self) -> bool) {
-        let end = Instant::now() + d;
-        let mut buf = vec![0u8; 65536];
-        self.flush();
-        while Instant::now() < end && !done(self) {
-            self.sock
-                .set_read_timeout(Some(Duration::from_millis(5)))
-                .unwrap();
-            if let Ok((n, from)) = self.sock.recv_from(&mut buf) {
-                self.seen.push(packet_type(&buf[..n]));
-                let _ = self.conn.recv(
-                    &mut buf[..n],
-                    quiche::RecvInfo {
-                        from,
-                        to: self.local,
-                    },
-                );
-            }
-            if self
-                .conn
-                .timeout_instant()
-                .is_some_and(|t| t <= Instant::now())
-            {
-                self.conn.on_timeout();
-            }
-            self.flush();
-        }
-    }
-
-    /// Sends its first flight and nothing after (a half-open handshake); records the types of the first
-    /// packets of what comes back within `d` without processing them.
-    fn first_flight_only(&mut self, d: Duration) {
-        let mut buf = vec![0u8; 1500];
-        let (n, info) = self.conn.send(&mut buf).unwrap();
-        self.sock.send_to(&buf[..n], info.to).unwrap();
-        self.sock.set_read_timeout(Some(d)).unwrap();
-        let mut buf = vec![0u8; 65536];
-        if let Ok((n, _)) = self.sock.recv_from(&mut buf) {
-            self.seen.push(packet_type(&buf[..n]));
         }
     }
 }

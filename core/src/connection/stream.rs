@@ -540,6 +540,11 @@ impl Connection {
         let result = if d.fin_buffered {
             d.recv = RecvSide::Done;
             ev.push_back(Event::StreamFinished { stream: stid });
+            // quiche may still hold the FIN as an empty chunk (a zero-length read reports the FIN without
+            // taking it): take it, or quiche keeps the stream readable, never frees it, and the peer's
+            // QUIC stream credit for it never comes back. No data is left to read: the FIN was at the
+            // read offset.
+            let _ = self.quic.stream_recv(id, &mut [0u8; 1]);
             Ok(Some((0, true)))
         } else {
             let r = self.quic.stream_recv(id, buf);

@@ -192,6 +192,12 @@ impl Endpoint {
         self.shared().lock().core.connection_count()
     }
 
+    /// The endpoint's figures: connections held, and what its limits turned away (refused, retried,
+    /// dropped at the handshake cap, closed without a session).
+    pub fn stats(&self) -> tern::EndpointStats {
+        self.shared().lock().core.stats()
+    }
+
     /// Stops (or resumes) accepting: while stopped, new connections are refused and session requests on
     /// existing connections are answered 503.
     pub fn set_accepting(&self, accepting: bool) {
