@@ -72,23 +72,6 @@ fn apply(cfg: tern::Config, (name, v): Limit) -> tern::Config {
     }
 }
 
-/// Warnings logged in this process (the tern-app server's), for [`Server::wait_log`].
-static LOGGED: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-struct CaptureLog;
-
-impl log::Log for CaptureLog {
-    fn enabled(&self, m: &log::Metadata) -> bool {
-        m.level() <= log::Level::Warn
-    }
-    fn log(&self, r: &log::Record) {
-        if self.enabled(r.metadata()) {
-            LOGGED.lock().unwrap().push(r.args().to_string());
-        }
-    }
-    fn flush(&self) {}
-}
-
 /// The in-process tern-app server: its runtime, a handle on its endpoint (for the counters) and its
 /// shutdown handle.
 struct App {
@@ -169,10 +152,9 @@ impl Server {
     }
 
     fn app(limits: &[Limit]) -> Self {
-        if log::set_logger(&CaptureLog).is_ok() {
-            log::set_max_level(log::LevelFilter::Warn);
-        }
-        LOGGED.lock().unwrap().clear();
+        // The process's warnings: the app server's lines are found by their own text (each scenario's
+        // limits log different ones), so tests running at once do not disturb each other.
+        tern_tests::logs::capture_warnings();
         let cert = tern_tests::dev_cert();
         let mut cfg = tern::Config::new().with_certificate_pem(cert.cert_pem, cert.key_pem);
         for l in limits {
@@ -211,7 +193,7 @@ impl Server {
     fn log_lines(&self) -> Vec<String> {
         match self.kind {
             Kind::Serve => self.log.lock().unwrap().clone(),
-            Kind::App => LOGGED.lock().unwrap().clone(),
+            Kind::App => tern_tests::logs::logged(),
         }
     }
 

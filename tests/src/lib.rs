@@ -4,6 +4,7 @@
 //! Packets pass through memory instantly; quiche still reads the wall clock for its own timers, so a test
 //! that needs a timer to fire waits for it with [`Pair::drive_for`].
 
+pub mod logs;
 pub mod udp;
 
 use std::collections::VecDeque;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tern::wire::varint_write;
 use tern::{Event, SessionId};
+use tern_tests::logs::{capture_warnings, logged_here};
 use tern_tests::udp::{first_flight, UdpClient};
 use tern_tests::{
     connect_request, control_stream, field, read_response, Pair, RawClient, LATEST_SETTINGS,
@@ -289,6 +290,38 @@ fn send_uni_when_allowed(p: &mut Pair, raw: &mut RawClient, id: u64, data: &[u8]
     }
 }
 
+/// Waits for the server to see the peer's stream `quic_id`, then reads it to its end: its session and
+/// bytes.
+fn server_reads_to_end(p: &mut Pair, raw: &mut RawClient, quic_id: u64) -> (SessionId, Vec<u8>) {
+    let mut opened = None;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    raw.pump_until(p, T, |_, p| {
+        if opened.is_none() {
+            opened = p.server_events.iter().find_map(|e| match e {
+                Event::StreamOpened { stream, session } if stream.quic_id() == quic_id => {
+                    Some((*stream, *session))
+                }
+                _ => None,
+            });
+        }
+        let Some(mut s) = opened.and_then(|(sid, _)| p.server.stream(sid)) else {
+            return false;
+        };
+        while let Ok(Some((n, fin))) = s.read(&mut buf) {
+            got.extend_from_slice(&buf[..n]);
+            if fin {
+                return true;
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        false
+    });
+    (opened.expect("the stream opened").1, got)
+}
+
 /// 1,000 uni streams of unknown and reserved types, with payload (some finished at once, some later, some
 /// reset), and then a WebTransport uni stream: each unknown stream must give its slot back (RFC 9114
 /// section 6.2 says to discard or abort them, never to keep them), so the peer's credit returns and the
@@ -352,38 +385,8 @@ fn a_thousand_unknown_uni_streams_give_their_slots_back() {
     wt.extend_from_slice(&payload);
     let wt_id = next;
     send_uni_when_allowed(&mut p, &mut raw, wt_id, &wt, true);
-    raw.pump_until(&mut p, T, |_, p| {
-        p.server_events
-            .iter()
-            .any(|e| matches!(e, Event::StreamOpened { stream, .. } if stream.quic_id() == wt_id))
-    });
-    let sid = p
-        .server_events
-        .iter()
-        .find_map(|e| match e {
-            Event::StreamOpened { stream, session } if stream.quic_id() == wt_id => {
-                assert_eq!(*session, ss, "the stream's session");
-                Some(*stream)
-            }
-            _ => None,
-        })
-        .unwrap();
-    let mut got = Vec::new();
-    let mut buf = vec![0u8; 4096];
-    raw.pump_until(&mut p, T, |_, p| {
-        if let Some(mut s) = p.server.stream(sid) {
-            while let Ok(Some((n, fin))) = s.read(&mut buf) {
-                got.extend_from_slice(&buf[..n]);
-                if fin {
-                    return true;
-                }
-                if n == 0 {
-                    break;
-                }
-            }
-        }
-        false
-    });
+    let (session, got) = server_reads_to_end(&mut p, &mut raw, wt_id);
+    assert_eq!(session, ss, "the stream's session");
     assert!(got == payload, "WebTransport stream: {} bytes", got.len());
     assert_eq!(raw.close_code(), None);
 }
@@ -487,27 +490,8 @@ fn streams_the_application_stops_give_their_slots_back() {
     wt.extend_from_slice(&payload);
     let id = next;
     send_uni_when_allowed(&mut p, &mut raw, id, &wt, true);
-    let mut got = Vec::new();
-    let mut buf = vec![0u8; 4096];
-    raw.pump_until(&mut p, T, |_, p| {
-        let sid = p.server_events.iter().find_map(|e| match e {
-            Event::StreamOpened { stream, .. } if stream.quic_id() == id => Some(*stream),
-            _ => None,
-        });
-        let Some(mut s) = sid.and_then(|sid| p.server.stream(sid)) else {
-            return false;
-        };
-        while let Ok(Some((n, fin))) = s.read(&mut buf) {
-            got.extend_from_slice(&buf[..n]);
-            if fin {
-                return true;
-            }
-            if n == 0 {
-                break;
-            }
-        }
-        false
-    });
+    let (session, got) = server_reads_to_end(&mut p, &mut raw, id);
+    assert_eq!(session, ss, "the stream's session");
     assert!(got == payload, "last stream: {} bytes", got.len());
 }
 
@@ -703,45 +687,6 @@ fn half_sent_headers_are_aborted_with_request_incomplete() {
 
 // -------------------------------------------------------------------------------------------------
 // Endpoint limits (issue 16, items 1 and 3)
-
-/// Warnings logged, with the thread that logged them (tests run in parallel; each reads its own).
-static LOGGED: std::sync::Mutex<Vec<(std::thread::ThreadId, String)>> =
-    std::sync::Mutex::new(Vec::new());
-
-struct CaptureLog;
-
-impl log::Log for CaptureLog {
-    fn enabled(&self, m: &log::Metadata) -> bool {
-        m.level() <= log::Level::Warn
-    }
-    fn log(&self, r: &log::Record) {
-        if self.enabled(r.metadata()) {
-            LOGGED
-                .lock()
-                .unwrap()
-                .push((std::thread::current().id(), r.args().to_string()));
-        }
-    }
-    fn flush(&self) {}
-}
-
-/// Warnings this thread logged that contain `needle`.
-fn logged_here(needle: &str) -> Vec<String> {
-    let me = std::thread::current().id();
-    LOGGED
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(t, m)| *t == me && m.contains(needle))
-        .map(|(_, m)| m.clone())
-        .collect()
-}
-
-fn capture_warnings() {
-    if log::set_logger(&CaptureLog).is_ok() {
-        log::set_max_level(log::LevelFilter::Warn);
-    }
-}
 
 /// At `max_handshakes` connections in the handshake nothing is allocated for a new Initial: without a
 /// token it gets a stateless Retry (no connection, counted, logged once per interval however many arrive);
