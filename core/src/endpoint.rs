@@ -416,6 +416,7 @@ impl Endpoint {
             ),
             Err(e) => {
                 log::trace!("dropping unparsable packet from {from}: {e}");
+                self.stats.dropped_unroutable += 1;
                 return;
             }
         };

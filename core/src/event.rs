@@ -426,7 +426,8 @@ pub struct EndpointStats {
     /// `max_handshakes`.
     pub evicted_handshakes: u64,
     /// Datagrams for no connection that could not start one: Initials (or unsupported versions) in a
-    /// datagram under 1,200 bytes (RFC 9000 sections 14.1 and 5.2.2), other packet types.
+    /// datagram under 1,200 bytes (RFC 9000 sections 14.1 and 5.2.2), other packet types, and datagrams
+    /// whose QUIC header does not parse.
     pub dropped_unroutable: u64,
     /// Version Negotiation packets sent.
     pub version_negotiations_sent: u64,

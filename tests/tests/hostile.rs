@@ -593,6 +593,11 @@ fn version_negotiation_only_for_datagrams_that_could_start_a_connection() {
     }
     assert_eq!(ep.stats().version_negotiations_sent, 0);
     assert_eq!(ep.stats().dropped_unroutable, 3);
+    // A long header cut inside its connection id does not parse: dropped and counted too.
+    let mut cut = vec![0xc0, 0, 0, 0, 1, 20, 1, 2, 3];
+    ep.handle(Instant::now(), client_addr, server_addr, &mut cut);
+    assert!(drain_transmits(&mut ep).is_empty());
+    assert_eq!(ep.stats().dropped_unroutable, 4);
     let mut p = unknown_version_packet(1200);
     ep.handle(Instant::now(), client_addr, server_addr, &mut p);
     let out = drain_transmits(&mut ep);
