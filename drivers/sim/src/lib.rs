@@ -121,6 +121,7 @@ pub mod identity;
 mod net;
 mod runtime;
 mod sim;
+pub mod soak;
 mod trace;
 
 pub use clock::VirtualClock;
