@@ -56,6 +56,13 @@ enum Which {
         /// MiB each session uploads.
         #[arg(long, default_value_t = 64)]
         mib: u64,
+        /// Client endpoints the sessions are spread over, round robin (each a host of its own;
+        /// 0: one per session).
+        #[arg(long, default_value_t = 0)]
+        clients: usize,
+        /// Wall-clock minutes the soak may take before it stops and fails.
+        #[arg(long, default_value_t = 20)]
+        wall_minutes: u64,
     },
     /// Connect / session / echo / close cycles against one server endpoint.
     Churn {
@@ -82,7 +89,7 @@ enum Which {
 
 /// A soak's outcome: the stdout table, the report section, and the assertions that failed.
 struct Outcome {
-    name: &'static str,
+    name: String,
     table: String,
     markdown: String,
     failures: Vec<String>,
@@ -97,17 +104,20 @@ fn main() {
             quick,
             sessions,
             mib,
+            clients,
+            wall_minutes,
         } => {
             let (sessions, mib) = if quick { (4, 4) } else { (sessions, mib) };
-            outcomes.push(loss(seed, sessions, mib, quick));
+            let clients = if clients == 0 { sessions } else { clients };
+            outcomes.push(loss(seed, sessions, clients, mib, wall_minutes, quick));
         }
         Which::Churn { cycles } => outcomes.push(churn(seed, cycles)),
         Which::SlowReader { mib, streams } => outcomes.push(slow_reader(seed, mib, streams)),
         Which::All { quick } => {
             outcomes.push(if quick {
-                loss(seed, 4, 4, true)
+                loss(seed, 4, 4, 4, 20, true)
             } else {
-                loss(seed, 50, 64, false)
+                loss(seed, 50, 50, 64, 20, false)
             });
             outcomes.push(churn(seed, if quick { 1_000 } else { 10_000 }));
             outcomes.push(slow_reader(seed, 100, 16));
@@ -117,7 +127,7 @@ fn main() {
     for o in &outcomes {
         println!("{}", o.table);
         if !args.no_report {
-            if let Err(e) = write_section(o.name, &o.markdown) {
+            if let Err(e) = write_section(&o.name, &o.markdown) {
                 eprintln!("soak: cannot write {}: {e}", report_path().display());
             }
         }
@@ -150,10 +160,17 @@ fn lossy_link() -> LinkConfig {
     }
 }
 
-fn loss(seed: u64, sessions: usize, mib: u64, quick: bool) -> Outcome {
+fn loss(
+    seed: u64,
+    sessions: usize,
+    clients: usize,
+    mib: u64,
+    wall_minutes: u64,
+    quick: bool,
+) -> Outcome {
     let link = lossy_link();
     eprintln!(
-        "loss: {sessions} sessions x {mib} MiB, one connection each, under {:.0}% loss, {:.0}% reordering, {:.0}% duplication (seed {seed})",
+        "loss: {sessions} sessions x {mib} MiB, one connection each, from {clients} client endpoint(s), under {:.0}% loss, {:.0}% reordering, {:.0}% duplication (seed {seed})",
         link.loss * 100.0,
         link.reorder * 100.0,
         link.duplicate * 100.0
@@ -163,9 +180,11 @@ fn loss(seed: u64, sessions: usize, mib: u64, quick: bool) -> Outcome {
     let r = LossSoak {
         seed,
         sessions,
+        client_endpoints: clients,
         bytes: mib << 20,
         link: link.clone(),
         limit: Duration::from_secs(24 * 3600),
+        wall_limit: Some(Duration::from_secs(wall_minutes * 60)),
         record: false,
     }
     .run_with_progress(Duration::from_secs(10), move |p| {
@@ -208,7 +227,7 @@ fn loss(seed: u64, sessions: usize, mib: u64, quick: bool) -> Outcome {
     let wt = r.wall_time.as_secs_f64();
     let mbit = |secs: f64| total as f64 * 8.0 / secs.max(1e-9) / 1e6;
     let rows = vec![
-        ("Sessions", format!("{sessions} (one per connection), {mib} MiB each, client to server; the server answers with the byte count and SHA-256")),
+        ("Sessions", format!("{sessions} (one per connection) from {clients} client endpoint(s) (each a host of its own), {mib} MiB each, client to server, all at once; the server answers each with the byte count and SHA-256")),
         ("Link (each direction)", link_text(&link)),
         ("Sessions with equal SHA-256 and byte count", format!("{} of {sessions}", r.sessions_ok)),
         ("Bytes received by the server", format!("{} ({:.1} MiB)", r.bytes_received, r.bytes_received as f64 / 1048576.0)),
@@ -226,18 +245,20 @@ fn loss(seed: u64, sessions: usize, mib: u64, quick: bool) -> Outcome {
     let cmd = if quick {
         "target/release/soak loss --quick".to_string()
     } else {
-        format!("target/release/soak loss --sessions {sessions} --mib {mib} --seed {seed}")
+        format!("target/release/soak loss --sessions {sessions} --clients {clients} --mib {mib} --seed {seed}")
     };
-    finish(
-        "loss",
-        &format!(
-            "Loss soak: {sessions} sessions x {mib} MiB under 20% loss, reordering and duplication"
-        ),
-        &cmd,
-        seed,
-        rows,
-        failures,
-    )
+    let (name, title) = if (sessions, clients, mib) == (50, 50, 64) {
+        (
+            "loss".to_string(),
+            format!("Loss soak: {sessions} sessions x {mib} MiB under 20% loss, reordering and duplication"),
+        )
+    } else {
+        (
+            format!("loss-{sessions}x{mib}MiB-{clients}-clients"),
+            format!("Loss soak, {sessions} sessions from {clients} client endpoint(s): {mib} MiB each under 20% loss, reordering and duplication"),
+        )
+    };
+    finish(name, &title, &cmd, seed, rows, failures)
 }
 
 fn link_text(l: &LinkConfig) -> String {
@@ -429,7 +450,7 @@ impl Churn {
         }
         let server_session = server_session.ok_or(format!("cycle {i}: no server session"))?;
         // Close the session, and wait until both sides have seen it end.
-        let closer = if i % 2 == 0 { client } else { server };
+        let closer = if i.is_multiple_of(2) { client } else { server };
         let id = if closer == client {
             session
         } else {
@@ -562,7 +583,7 @@ fn churn(seed: u64, cycles: usize) -> Outcome {
         }
     }
     finish(
-        "churn",
+        "churn".to_string(),
         &format!("Connect/close soak: {cycles} cycles against one server endpoint"),
         &format!("target/release/soak churn --cycles {cycles} --seed {seed}"),
         seed,
@@ -735,9 +756,7 @@ fn slow_case(seed: u64, bytes: u64, streams: usize) -> Result<SlowCase, String> 
     let per_stream = bytes / streams as u64;
     let mut sent = vec![0u64; streams];
     let mut writable = vec![true; streams];
-    let chunk: Vec<u8> = (0..64 << 10)
-        .map(|i| tern_benches::pattern_byte(i))
-        .collect();
+    let chunk: Vec<u8> = (0..64 << 10).map(tern_benches::pattern_byte).collect();
     let rss_before = trimmed_rss_kib();
     let mut rss_peak = rss_before;
     let mut last_progress = sim.elapsed();
@@ -946,7 +965,7 @@ fn slow_reader(seed: u64, mib: u64, streams: usize) -> Outcome {
         ));
     }
     finish(
-        "slow-reader",
+        "slow-reader".to_string(),
         &format!("Slow-reader soak: {mib} MiB to an application that never reads"),
         &format!("target/release/soak slow-reader --mib {mib} --streams {streams} --seed {seed}"),
         seed,
@@ -959,7 +978,7 @@ fn slow_reader(seed: u64, mib: u64, streams: usize) -> Outcome {
 // Output
 
 fn finish(
-    name: &'static str,
+    name: String,
     title: &str,
     cmd: &str,
     seed: u64,
@@ -1003,29 +1022,31 @@ const HEADER: &str = "# Tern soaks\n\nLong runs on the deterministic simulation 
 endpoints in one process): `benches/src/bin/soak.rs`. Each section is written by its soak; `target/release/soak all` \
 runs the three. Virtual time is the simulated time the run covered; wall time is what it took on this machine.\n";
 
-/// Replaces (or appends) the soak's section of the report, keeping the others.
+/// Replaces (or appends) the soak's section of the report, keeping the others in their order.
 fn write_section(name: &str, body: &str) -> std::io::Result<()> {
     let path = report_path();
     let old = std::fs::read_to_string(&path).unwrap_or_default();
-    let (open, close) = (
-        format!("<!-- soak:{name} -->"),
-        format!("<!-- /soak:{name} -->"),
-    );
     let mut sections: Vec<(String, String)> = Vec::new();
-    for n in ["loss", "churn", "slow-reader"] {
-        let (o, c) = (format!("<!-- soak:{n} -->"), format!("<!-- /soak:{n} -->"));
-        if n == name {
-            sections.push((n.to_string(), format!("{open}\n{body}{close}\n")));
-        } else if let (Some(a), Some(b)) = (old.find(&o), old.find(&c)) {
-            if a < b {
-                sections.push((n.to_string(), format!("{}\n", &old[a..b + c.len()])));
-            }
-        }
+    let mut rest = old.as_str();
+    while let Some(a) = rest.find("<!-- soak:") {
+        let after = &rest[a + 10..];
+        let Some(end) = after.find(" -->") else { break };
+        let n = after[..end].to_string();
+        let close = format!("<!-- /soak:{n} -->");
+        let Some(b) = rest.find(&close) else { break };
+        sections.push((n, rest[a..b + close.len()].to_string()));
+        rest = &rest[b + close.len()..];
+    }
+    let mine = format!("<!-- soak:{name} -->\n{body}<!-- /soak:{name} -->");
+    match sections.iter_mut().find(|(n, _)| n == name) {
+        Some(s) => s.1 = mine,
+        None => sections.push((name.to_string(), mine)),
     }
     let mut out = HEADER.to_string();
     for (_, s) in sections {
         out.push('\n');
         out.push_str(&s);
+        out.push('\n');
     }
     std::fs::write(&path, out)
 }

@@ -311,7 +311,7 @@ impl Sim {
         &self.trace
     }
 
-    /// Every packet sent so far.
+    /// Every packet sent so far (while [recording](Self::set_recording) was on).
     pub fn packets(&self) -> &[PacketRecord] {
         self.net.records()
     }

@@ -27,13 +27,14 @@
 //! ```
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use tern::{ConnectionHandle, Endpoint, Event, SessionId, SessionRequest, StreamId};
 
 use crate::identity;
 use crate::net::LinkConfig;
-use crate::sim::Sim;
+use crate::sim::{HostId, Sim};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -42,12 +43,16 @@ pub struct LossSoak {
     pub seed: u64,
     /// Sessions, one connection each, all uploading at once.
     pub sessions: usize,
+    /// Client endpoints (hosts of their own) the sessions are spread over, round robin.
+    pub client_endpoints: usize,
     /// Bytes each session uploads.
     pub bytes: u64,
     /// Every link's behaviour (both directions).
     pub link: LinkConfig,
     /// Virtual time the whole soak may take.
     pub limit: Duration,
+    /// Wall-clock time the whole soak may take (`None`: no limit).
+    pub wall_limit: Option<Duration>,
     /// Keep every packet and event for the trace hash (memory grows with the traffic: for small runs).
     pub record: bool,
 }
@@ -57,9 +62,11 @@ impl Default for LossSoak {
         Self {
             seed: 1,
             sessions: 4,
+            client_endpoints: 1,
             bytes: 1 << 20,
             link: LinkConfig::default(),
             limit: Duration::from_secs(4 * 3600),
+            wall_limit: None,
             record: true,
         }
     }
@@ -220,14 +227,24 @@ impl LossSoak {
             "10.0.0.1:4433".parse().unwrap(),
             Endpoint::new(identity::server_config(self.seed)).expect("server endpoint"),
         );
-        let client = sim.add_host(
-            "10.0.0.2:50000".parse().unwrap(),
-            Endpoint::new(identity::client_config(self.seed.wrapping_add(1)))
-                .expect("client endpoint"),
-        );
-        let mut sessions: HashMap<SessionId, ClientSession> = HashMap::new();
+        let clients: Vec<HostId> = (0..self.client_endpoints.max(1))
+            .map(|k| {
+                sim.add_host(
+                    SocketAddr::new(
+                        std::net::Ipv4Addr::new(10, 0, 1 + (k >> 8) as u8, k as u8).into(),
+                        50000,
+                    ),
+                    Endpoint::new(identity::client_config(
+                        self.seed.wrapping_add(1 + k as u64),
+                    ))
+                    .expect("client endpoint"),
+                )
+            })
+            .collect();
+        let mut sessions: HashMap<(HostId, SessionId), ClientSession> = HashMap::new();
         let mut order = Vec::new();
         for i in 0..self.sessions {
+            let client = clients[i % clients.len()];
             let conn = sim.connect(client, server, "localhost").expect("connect");
             let id = sim
                 .endpoint(client)
@@ -236,9 +253,9 @@ impl LossSoak {
                 .open_session(SessionRequest::new("localhost:4433", "/soak"))
                 .expect("session");
             let seed = self.seed ^ (i as u64 + 1).wrapping_mul(0xA076_1D64_78BD_642F);
-            order.push(id);
+            order.push((client, id));
             sessions.insert(
-                id,
+                (client, id),
                 ClientSession {
                     conn,
                     stream: None,
@@ -249,7 +266,7 @@ impl LossSoak {
                 },
             );
         }
-        let mut by_stream: HashMap<StreamId, SessionId> = HashMap::new();
+        let mut by_stream: HashMap<(HostId, StreamId), (HostId, SessionId)> = HashMap::new();
         let mut server_streams: HashMap<StreamId, ServerStream> = HashMap::new();
         let mut buf = vec![0u8; CHUNK];
         let mut done = 0usize;
@@ -261,29 +278,35 @@ impl LossSoak {
         let result = sim.run_until(self.limit, |sim| {
             // Client: open the stream once the session stands, write while flow control allows, read the
             // answer.
+            for &client in &clients {
             while let Some(e) = sim.events(client).pop_front() {
                 match e {
                     Event::SessionEstablished { session, .. } => {
                         let ep = sim.endpoint(client);
-                        let Some(cs) = sessions.get_mut(&session) else {
+                        let Some(cs) = sessions.get_mut(&(client, session)) else {
                             continue;
                         };
                         match ep.session(session).map(|mut s| s.open_bi()) {
                             Some(Ok(st)) => {
                                 cs.stream = Some(st);
-                                by_stream.insert(st, session);
+                                by_stream.insert((client, st), (client, session));
                                 client_write(ep, st, cs);
                             }
                             other => failure = Some(format!("open_bi: {other:?}")),
                         }
                     }
                     Event::StreamWritable { stream } => {
-                        if let Some(cs) = by_stream.get(&stream).and_then(|s| sessions.get_mut(s)) {
+                        if let Some(cs) = by_stream
+                            .get(&(client, stream))
+                            .and_then(|s| sessions.get_mut(s))
+                        {
                             client_write(sim.endpoint(client), stream, cs);
                         }
                     }
                     Event::StreamReadable { stream } => {
-                        let Some(cs) = by_stream.get(&stream).and_then(|s| sessions.get_mut(s))
+                        let Some(cs) = by_stream
+                            .get(&(client, stream))
+                            .and_then(|s| sessions.get_mut(s))
                         else {
                             continue;
                         };
@@ -318,14 +341,15 @@ impl LossSoak {
                         conn: connection, ..
                     } => {
                         let open = sessions
-                            .values()
-                            .any(|c| c.conn == connection && !c.answered);
+                            .iter()
+                            .any(|((h, _), c)| *h == client && c.conn == connection && !c.answered);
                         if open {
                             failure = Some(format!("client: {e:?} before its answer"));
                         }
                     }
                     _ => {}
                 }
+            }
             }
             // Server: hash what arrives; at the FIN, answer with the count and the digest.
             while let Some(e) = sim.events(server).pop_front() {
@@ -375,6 +399,15 @@ impl LossSoak {
                     stats: sim.stats(),
                 });
             }
+            if let Some(limit) = self.wall_limit {
+                if wall.elapsed().unwrap_or_default() >= limit && failure.is_none() {
+                    failure = Some(format!(
+                        "wall-clock limit of {} s reached at {:.1} s of virtual time, {received} bytes received, {done} sessions checked",
+                        limit.as_secs(),
+                        sim.elapsed().as_secs_f64()
+                    ));
+                }
+            }
             done == self.sessions || failure.is_some()
         });
         let virtual_time = sim.elapsed();
@@ -411,7 +444,7 @@ impl LossSoak {
             });
         }
         sim.run_for(Duration::from_secs(1));
-        sim.record(client, format!("done sessions_ok={ok}"));
+        sim.record(clients[0], format!("done sessions_ok={ok}"));
         let stats = sim.stats();
         LossSoakReport {
             seed: self.seed,

@@ -11,6 +11,7 @@ fn soak(seed: u64) -> LossSoak {
     LossSoak {
         seed,
         sessions: 3,
+        client_endpoints: 1,
         bytes: 1 << 20,
         link: LinkConfig {
             latency: Duration::from_millis(10),
@@ -22,6 +23,7 @@ fn soak(seed: u64) -> LossSoak {
             ..LinkConfig::default()
         },
         limit: Duration::from_secs(3600),
+        wall_limit: None,
         record: true,
     }
 }
