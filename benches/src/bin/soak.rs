@@ -63,6 +63,15 @@ enum Which {
         /// Wall-clock minutes the soak may take before it stops and fails.
         #[arg(long, default_value_t = 20)]
         wall_minutes: u64,
+        /// Share of packets lost at random on each link.
+        #[arg(long, default_value_t = 0.2)]
+        loss: f64,
+        /// Share of packets held back 8 ms (reordered).
+        #[arg(long, default_value_t = 0.1)]
+        reorder: f64,
+        /// Share of packets duplicated.
+        #[arg(long, default_value_t = 0.05)]
+        duplicate: f64,
     },
     /// Connect / session / echo / close cycles against one server endpoint.
     Churn {
@@ -106,18 +115,35 @@ fn main() {
             mib,
             clients,
             wall_minutes,
+            loss: l,
+            reorder,
+            duplicate,
         } => {
             let (sessions, mib) = if quick { (4, 4) } else { (sessions, mib) };
             let clients = if clients == 0 { sessions } else { clients };
-            outcomes.push(loss(seed, sessions, clients, mib, wall_minutes, quick));
+            let link = LinkConfig {
+                loss: l,
+                reorder,
+                duplicate,
+                ..lossy_link()
+            };
+            outcomes.push(loss(
+                seed,
+                sessions,
+                clients,
+                mib,
+                wall_minutes,
+                quick,
+                link,
+            ));
         }
         Which::Churn { cycles } => outcomes.push(churn(seed, cycles)),
         Which::SlowReader { mib, streams } => outcomes.push(slow_reader(seed, mib, streams)),
         Which::All { quick } => {
             outcomes.push(if quick {
-                loss(seed, 4, 4, 4, 20, true)
+                loss(seed, 4, 4, 4, 20, true, lossy_link())
             } else {
-                loss(seed, 50, 50, 64, 20, false)
+                loss(seed, 50, 50, 64, 20, false, lossy_link())
             });
             outcomes.push(churn(seed, if quick { 1_000 } else { 10_000 }));
             outcomes.push(slow_reader(seed, 100, 16));
@@ -167,8 +193,9 @@ fn loss(
     mib: u64,
     wall_minutes: u64,
     quick: bool,
+    link: LinkConfig,
 ) -> Outcome {
-    let link = lossy_link();
+    let standard = link == lossy_link();
     eprintln!(
         "loss: {sessions} sessions x {mib} MiB, one connection each, from {clients} client endpoint(s), under {:.0}% loss, {:.0}% reordering, {:.0}% duplication (seed {seed})",
         link.loss * 100.0,
@@ -177,6 +204,7 @@ fn loss(
     );
     let total = sessions as u64 * (mib << 20);
     let wall = SystemTime::now();
+    let cpu0 = cpu_seconds();
     let r = LossSoak {
         seed,
         sessions,
@@ -225,7 +253,7 @@ fn loss(
     let dropped_pct = 100.0 * r.packets_dropped as f64 / offered.max(1) as f64;
     let vt = r.virtual_time.as_secs_f64();
     let wt = r.wall_time.as_secs_f64();
-    let mbit = |secs: f64| total as f64 * 8.0 / secs.max(1e-9) / 1e6;
+    let mbit = |secs: f64| r.bytes_received as f64 * 8.0 / secs.max(1e-9) / 1e6;
     let rows = vec![
         ("Sessions", format!("{sessions} (one per connection) from {clients} client endpoint(s) (each a host of its own), {mib} MiB each, client to server, all at once; the server answers each with the byte count and SHA-256")),
         ("Link (each direction)", link_text(&link)),
@@ -233,6 +261,7 @@ fn loss(
         ("Bytes received by the server", format!("{} ({:.1} MiB)", r.bytes_received, r.bytes_received as f64 / 1048576.0)),
         ("Virtual time", format!("{vt:.1} s")),
         ("Wall time", format!("{wt:.1} s")),
+        ("CPU time (the simulation runs on one thread)", format!("{:.1} s", cpu_seconds() - cpu0)),
         ("Goodput, virtual time", format!("{:.2} Mbit/s (all sessions)", mbit(vt))),
         ("Goodput, wall time", format!("{:.1} Mbit/s (simulation speed)", mbit(wt))),
         ("Packets sent by the endpoints", r.packets_sent.to_string()),
@@ -245,9 +274,25 @@ fn loss(
     let cmd = if quick {
         "target/release/soak loss --quick".to_string()
     } else {
-        format!("target/release/soak loss --sessions {sessions} --clients {clients} --mib {mib} --seed {seed}")
+        format!(
+            "target/release/soak loss --sessions {sessions} --clients {clients} --mib {mib} --seed {seed} --loss {} --reorder {} --duplicate {}",
+            link.loss, link.reorder, link.duplicate
+        )
     };
-    let (name, title) = if (sessions, clients, mib) == (50, 50, 64) {
+    let (name, title) = if !standard {
+        (
+            format!(
+                "loss-{sessions}x{mib}MiB-{clients}-clients-{}-{}-{}",
+                link.loss, link.reorder, link.duplicate
+            ),
+            format!(
+                "Loss soak variant, {sessions} sessions from {clients} client endpoint(s), {mib} MiB each: {:.0}% loss, {:.0}% reordering, {:.0}% duplication",
+                link.loss * 100.0,
+                link.reorder * 100.0,
+                link.duplicate * 100.0
+            ),
+        )
+    } else if (sessions, clients, mib) == (50, 50, 64) {
         (
             "loss".to_string(),
             format!("Loss soak: {sessions} sessions x {mib} MiB under 20% loss, reordering and duplication"),
@@ -525,6 +570,7 @@ impl Churn {
 fn churn(seed: u64, cycles: usize) -> Outcome {
     eprintln!("churn: {cycles} connect / session / echo / close cycles (seed {seed})");
     let wall = SystemTime::now();
+    let cpu0 = cpu_seconds();
     let r = isolated(move || churn_here(seed, cycles, wall));
     let mut failures = Vec::new();
     let mut rows = Vec::new();
@@ -579,6 +625,7 @@ fn churn(seed: u64, cycles: usize) -> Outcome {
                 ("RSS at the end, untrimmed", mib(c.rss_end_untrimmed)),
                 ("Virtual time", format!("{:.1} s", c.virtual_time.as_secs_f64())),
                 ("Wall time", format!("{:.1} s ({:.0} cycles/s)", c.wall.as_secs_f64(), cycles as f64 / c.wall.as_secs_f64().max(1e-9))),
+                ("CPU time", format!("{:.1} s", cpu_seconds() - cpu0)),
             ];
         }
     }
@@ -1049,6 +1096,11 @@ fn write_section(name: &str, body: &str) -> std::io::Result<()> {
         out.push('\n');
     }
     std::fs::write(&path, out)
+}
+
+/// CPU seconds this process has used (the machine may be shared: wall time alone says little).
+fn cpu_seconds() -> f64 {
+    tern_benches::proc_cpu_seconds("self").unwrap_or(0.0)
 }
 
 fn utc_now() -> String {

@@ -411,9 +411,29 @@ impl LossSoak {
             done == self.sessions || failure.is_some()
         });
         let virtual_time = sim.elapsed();
-        for ss in server_streams.values() {
-            lost += ss.lost.0;
-            lost_bytes += ss.lost.1;
+        for (id, ss) in &server_streams {
+            let (p, b) = if ss.replied {
+                ss.lost
+            } else {
+                // Unfinished (a failed soak): the figures so far.
+                sim.endpoint(server)
+                    .connection(id.connection())
+                    .map_or((0, 0), |c| {
+                        let st = c.stats();
+                        (st.packets_lost as u64, st.bytes_lost)
+                    })
+            };
+            lost += p;
+            lost_bytes += b;
+        }
+        for ((host, _), cs) in &sessions {
+            if !cs.answered {
+                if let Some(c) = sim.endpoint(*host).connection(cs.conn) {
+                    let st = c.stats();
+                    lost += st.packets_lost as u64;
+                    lost_bytes += st.bytes_lost;
+                }
+            }
         }
         let mut outcomes = Vec::new();
         let mut ok = 0;
@@ -443,7 +463,10 @@ impl LossSoak {
                 received_bytes: count,
             });
         }
-        sim.run_for(Duration::from_secs(1));
+        if failure.is_none() && result.is_ok() {
+            // Let the closes go out (a failed soak stops at once: its connections may be slow to move).
+            sim.run_for(Duration::from_secs(1));
+        }
         sim.record(clients[0], format!("done sessions_ok={ok}"));
         let stats = sim.stats();
         LossSoakReport {
