@@ -72,6 +72,12 @@ enum Which {
         /// Share of packets duplicated.
         #[arg(long, default_value_t = 0.05)]
         duplicate: f64,
+        /// Write a qlog of every client connection into this directory.
+        #[arg(long)]
+        qlog: Option<PathBuf>,
+        /// Bandwidth of each link direction in Mbit/s, with a 256 KiB queue (0: unlimited).
+        #[arg(long, default_value_t = 0)]
+        rate_mbit: u64,
     },
     /// Connect / session / echo / close cycles against one server endpoint.
     Churn {
@@ -118,6 +124,8 @@ fn main() {
             loss: l,
             reorder,
             duplicate,
+            qlog,
+            rate_mbit,
         } => {
             let (sessions, mib) = if quick { (4, 4) } else { (sessions, mib) };
             let clients = if clients == 0 { sessions } else { clients };
@@ -125,6 +133,7 @@ fn main() {
                 loss: l,
                 reorder,
                 duplicate,
+                rate: (rate_mbit > 0).then_some(rate_mbit * 1_000_000 / 8),
                 ..lossy_link()
             };
             outcomes.push(loss(
@@ -135,15 +144,16 @@ fn main() {
                 wall_minutes,
                 quick,
                 link,
+                qlog,
             ));
         }
         Which::Churn { cycles } => outcomes.push(churn(seed, cycles)),
         Which::SlowReader { mib, streams } => outcomes.push(slow_reader(seed, mib, streams)),
         Which::All { quick } => {
             outcomes.push(if quick {
-                loss(seed, 4, 4, 4, 20, true, lossy_link())
+                loss(seed, 4, 4, 4, 20, true, lossy_link(), None)
             } else {
-                loss(seed, 50, 50, 64, 20, false, lossy_link())
+                loss(seed, 50, 50, 64, 20, false, lossy_link(), None)
             });
             outcomes.push(churn(seed, if quick { 1_000 } else { 10_000 }));
             outcomes.push(slow_reader(seed, 100, 16));
@@ -186,6 +196,7 @@ fn lossy_link() -> LinkConfig {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn loss(
     seed: u64,
     sessions: usize,
@@ -194,6 +205,7 @@ fn loss(
     wall_minutes: u64,
     quick: bool,
     link: LinkConfig,
+    qlog: Option<PathBuf>,
 ) -> Outcome {
     let standard = link == lossy_link();
     eprintln!(
@@ -214,6 +226,7 @@ fn loss(
         limit: Duration::from_secs(24 * 3600),
         wall_limit: Some(Duration::from_secs(wall_minutes * 60)),
         record: false,
+        qlog_dir: qlog,
     }
     .run_with_progress(Duration::from_secs(10), move |p| {
         eprintln!(
@@ -275,15 +288,18 @@ fn loss(
         "target/release/soak loss --quick".to_string()
     } else {
         format!(
-            "target/release/soak loss --sessions {sessions} --clients {clients} --mib {mib} --seed {seed} --loss {} --reorder {} --duplicate {}",
-            link.loss, link.reorder, link.duplicate
+            "target/release/soak loss --sessions {sessions} --clients {clients} --mib {mib} --seed {seed} --loss {} --reorder {} --duplicate {} --rate-mbit {}",
+            link.loss, link.reorder, link.duplicate, link.rate.unwrap_or(0) * 8 / 1_000_000
         )
     };
     let (name, title) = if !standard {
         (
             format!(
-                "loss-{sessions}x{mib}MiB-{clients}-clients-{}-{}-{}",
-                link.loss, link.reorder, link.duplicate
+                "loss-{sessions}x{mib}MiB-{clients}-clients-{}-{}-{}-{}",
+                link.loss,
+                link.reorder,
+                link.duplicate,
+                link.rate.unwrap_or(0) * 8 / 1_000_000
             ),
             format!(
                 "Loss soak variant, {sessions} sessions from {clients} client endpoint(s), {mib} MiB each: {:.0}% loss, {:.0}% reordering, {:.0}% duplication",
@@ -307,8 +323,16 @@ fn loss(
 }
 
 fn link_text(l: &LinkConfig) -> String {
+    let rate = match l.rate {
+        Some(r) => format!(
+            ", {} Mbit/s with a {} KiB queue",
+            r * 8 / 1_000_000,
+            l.queue_bytes / 1024
+        ),
+        None => ", no bandwidth limit".to_string(),
+    };
     format!(
-        "{} ms latency + up to {} ms jitter, {:.0}% random loss, {:.0}% reordered (held {} ms), {:.0}% duplicated, MTU {}",
+        "{} ms latency + up to {} ms jitter, {:.0}% random loss, {:.0}% reordered (held {} ms), {:.0}% duplicated, MTU {}{rate}",
         l.latency.as_millis(),
         l.jitter.as_millis(),
         l.loss * 100.0,

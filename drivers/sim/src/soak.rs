@@ -55,6 +55,9 @@ pub struct LossSoak {
     pub wall_limit: Option<Duration>,
     /// Keep every packet and event for the trace hash (memory grows with the traffic: for small runs).
     pub record: bool,
+    /// Write a qlog of every client connection into this directory (`<trace id>.sqlog`), to see what
+    /// QUIC did.
+    pub qlog_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for LossSoak {
@@ -68,6 +71,7 @@ impl Default for LossSoak {
             limit: Duration::from_secs(4 * 3600),
             wall_limit: None,
             record: true,
+            qlog_dir: None,
         }
     }
 }
@@ -202,6 +206,16 @@ fn hex(b: &[u8]) -> String {
 }
 
 impl LossSoak {
+    fn qlog(&self, cfg: tern::Config) -> tern::Config {
+        let Some(dir) = self.qlog_dir.clone() else {
+            return cfg;
+        };
+        cfg.with_qlog(std::sync::Arc::new(move |id: &str, _server: bool| {
+            let f = std::fs::File::create(dir.join(format!("{id}.sqlog"))).ok()?;
+            Some(Box::new(std::io::LineWriter::new(f)) as Box<dyn std::io::Write + Send + Sync>)
+        }))
+    }
+
     /// Runs the soak in a fresh [`Sim`] on a thread of its own ([`isolated`](crate::isolated)).
     pub fn run(&self) -> LossSoakReport {
         self.run_with_progress(Duration::MAX, |_| {})
@@ -234,9 +248,9 @@ impl LossSoak {
                         std::net::Ipv4Addr::new(10, 0, 1 + (k >> 8) as u8, k as u8).into(),
                         50000,
                     ),
-                    Endpoint::new(identity::client_config(
+                    Endpoint::new(self.qlog(identity::client_config(
                         self.seed.wrapping_add(1 + k as u64),
-                    ))
+                    )))
                     .expect("client endpoint"),
                 )
             })

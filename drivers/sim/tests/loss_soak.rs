@@ -25,6 +25,7 @@ fn soak(seed: u64) -> LossSoak {
         limit: Duration::from_secs(3600),
         wall_limit: None,
         record: true,
+        qlog_dir: None,
     }
 }
 
