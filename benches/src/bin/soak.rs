@@ -1,9 +1,11 @@
 //! Soaks on Tern's deterministic simulation (`tern-sim`): long runs that must end exactly where they
 //! started, measured rather than timed.
 //!
-//! - `loss`: 50 sessions (one per connection) each upload 64 MiB at once over links that lose 20% of the
-//!   packets at random, reorder 10% and duplicate 5%, both directions; the server answers each with the
-//!   byte count and SHA-256 of what it received, compared with what was sent.
+//! - `loss`: 50 sessions (one per connection, each from a client endpoint of its own) each upload 64 MiB at
+//!   once over links that lose 20% of the packets at random, reorder 10% and duplicate 5%, both
+//!   directions; the server answers each with the byte count and SHA-256 of what it received, compared
+//!   with what was sent. `--clients`, `--loss`, `--reorder`, `--duplicate` and `--rate-mbit` vary the
+//!   setup, `--qlog DIR` writes the client connections' qlogs, `--wall-minutes` bounds the run.
 //! - `churn`: 10,000 connect / session / echo / close cycles against one server endpoint (the client closes
 //!   on even cycles, the server on odd ones); the endpoints' connections, sessions and streams, and the
 //!   process's memory, must come back to their start.
@@ -15,6 +17,7 @@
 //! cargo build --release -p tern-benches --bin soak
 //! target/release/soak all                  # the three soaks at full size
 //! target/release/soak loss [--quick]       # --quick: 4 sessions x 4 MiB
+//! target/release/soak loss --sessions 1 --clients 1 --mib 64 --loss 0 --qlog /tmp/q   # a variant
 //! target/release/soak churn [--cycles 10000]
 //! target/release/soak slow-reader [--mib 100 --streams 16]
 //! ```
