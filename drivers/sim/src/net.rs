@@ -448,6 +448,11 @@ impl Network {
     pub fn records(&self) -> &[PacketRecord] {
         &self.records
     }
+
+    /// Drops the records kept so far (packet ids go on counting).
+    pub(crate) fn forget_records(&mut self) {
+        self.records.clear();
+    }
 }
 
 #[cfg(test)]

@@ -42,6 +42,8 @@ pub struct Sim {
     stats: SimStats,
     wakeups: std::collections::BinaryHeap<std::cmp::Reverse<Instant>>,
     by_addr: std::collections::HashMap<SocketAddr, usize>,
+    /// Whether packets and events are kept for the trace ([`Sim::set_recording`]).
+    recording: bool,
 }
 
 /// Counters over the whole simulation.
@@ -189,6 +191,7 @@ impl Sim {
             stats: SimStats::default(),
             wakeups: std::collections::BinaryHeap::new(),
             by_addr: std::collections::HashMap::new(),
+            recording: true,
         }
     }
 
@@ -280,8 +283,21 @@ impl Sim {
             .connect(now, local, remote, server_name)
     }
 
-    /// Adds an application event to the trace (it counts in the trace hash).
+    /// Whether the trace keeps packets and events (default on). A long run (gigabytes through the
+    /// network, thousands of connections) turns it off so that the simulation's own memory stays flat:
+    /// then nothing sent or raised while it is off is kept, [`packets`](Self::packets) and
+    /// [`trace`](Self::trace) hold only what was recorded while it was on, and the
+    /// [`trace hash`](Self::trace_hash) covers only that. [`stats`](Self::stats) count everything either way.
+    pub fn set_recording(&mut self, on: bool) {
+        self.recording = on;
+    }
+
+    /// Adds an application event to the trace (it counts in the trace hash; nothing while
+    /// [recording](Self::set_recording) is off).
     pub fn record(&mut self, h: HostId, what: impl Into<String>) {
+        if !self.recording {
+            return;
+        }
         let at = self.elapsed();
         self.trace.events.push(TraceEvent {
             at,
@@ -295,7 +311,7 @@ impl Sim {
         &self.trace
     }
 
-    /// Every packet sent so far.
+    /// Every packet sent so far (while [recording](Self::set_recording) was on).
     pub fn packets(&self) -> &[PacketRecord] {
         self.net.records()
     }
@@ -362,6 +378,9 @@ impl Sim {
                             self.stats.packets_dropped += 1;
                         }
                     }
+                    if !self.recording {
+                        self.net.forget_records();
+                    }
                 }
             }
             let host = &mut self.hosts[i];
@@ -376,11 +395,13 @@ impl Sim {
                         }
                     }
                 }
-                self.trace.events.push(TraceEvent {
-                    at: self.clock.elapsed(),
-                    host: i,
-                    what: format!("{e:?}"),
-                });
+                if self.recording {
+                    self.trace.events.push(TraceEvent {
+                        at: self.clock.elapsed(),
+                        host: i,
+                        what: format!("{e:?}"),
+                    });
+                }
                 host.events.push_back(e);
             }
             if !any {
