@@ -1078,3 +1078,72 @@ fn set_priority_on_open_and_unknown_streams() {
         Err(StreamError::Unknown)
     );
 }
+
+/// A writer that retries a blocked write without waiting for `StreamWritable` sends nothing by retrying:
+/// quiche queues a STREAM_DATA_BLOCKED / DATA_BLOCKED frame each time it is asked to report a blocked
+/// stream, so the core asks once per wait. Before, each retry made a packet. The writer is woken once the
+/// reader reads, and everything written arrives.
+#[test]
+fn retrying_a_blocked_write_sends_no_packet_per_call() {
+    let (server, client) = configs();
+    // Blocked by the connection window (quiche re-arms DATA_BLOCKED on every request).
+    let server = server
+        .with_max_data(64 << 10)
+        .with_max_unread_connection_bytes(64 << 10);
+    let mut p = Pair::with_configs(server, client);
+    let (cs, _ss) = p.establish("/blocked");
+    let sid = p.client.session(cs).unwrap().open_bi().unwrap();
+    let chunk = pattern(16 << 10, 3);
+    let mut sent = Vec::new();
+    for _ in 0..64 {
+        let n = p.client.stream(sid).unwrap().write(&chunk).unwrap();
+        sent.extend_from_slice(&chunk[..n]);
+        p.drive();
+    }
+    assert!(
+        sent.len() >= 60 << 10,
+        "{} bytes written before blocking",
+        sent.len()
+    );
+    assert!(
+        sent.len() < 1 << 20,
+        "{}: the stream window did not block",
+        sent.len()
+    );
+    let before = p.packets.0;
+    for _ in 0..1000 {
+        let n = p.client.stream(sid).unwrap().write(&chunk).unwrap();
+        assert_eq!(n, 0, "the stream is blocked");
+        p.step();
+    }
+    p.drive();
+    let packets = p.packets.0 - before;
+    assert!(
+        packets <= 4,
+        "{packets} packets for 1,000 retries of a blocked write"
+    );
+
+    // The reader reads: the writer is woken and what it writes arrives intact.
+    let server_stream = opened_stream(&mut p, true);
+    p.client_events.clear();
+    let mut got = read_now(&mut p, false, server_stream).unwrap();
+    p.drive();
+    assert!(has(
+        &p.client_events,
+        |e| matches!(e, Event::StreamWritable { stream } if *stream == sid)
+    ));
+    let n = p.client.stream(sid).unwrap().write_fin(&chunk).unwrap();
+    assert!(n > 0);
+    sent.extend_from_slice(&chunk[..n]);
+    let deadline = Instant::now() + T;
+    while got.len() < sent.len() && Instant::now() < deadline {
+        p.drive();
+        got.extend(read_now(&mut p, false, server_stream).unwrap_or_default());
+    }
+    assert!(
+        got == sent,
+        "{} of {} bytes arrived intact",
+        got.len(),
+        sent.len()
+    );
+}

@@ -48,6 +48,7 @@ impl Connection {
             fin_buffered: fin,
             buffered_until: None,
             want_writable: false,
+            writable_armed: false,
             readable_reported: false,
             peer_initiated: true,
         };
@@ -296,6 +297,7 @@ impl Connection {
             d.fin_pending = false;
             d.send = SendSide::Finished;
         }
+        d.writable_armed = false;
         if d.want_writable {
             d.want_writable = false;
             ev.push_back(Event::StreamWritable { stream: stid });
@@ -498,6 +500,7 @@ impl Connection {
                 fin_buffered: false,
                 buffered_until: None,
                 want_writable: false,
+                writable_armed: false,
                 readable_reported: false,
                 peer_initiated: false,
             }),
@@ -604,6 +607,12 @@ impl Connection {
             return Err(StreamError::SessionGone);
         }
         let session = d.session;
+        if d.writable_armed {
+            // Still blocked: quiche has not reported the stream writable since the last short write (it
+            // would have been, in the last `process`). Another `stream_send` now would only make quiche
+            // queue one more DATA_BLOCKED frame, a packet per call for a writer that retries in a loop.
+            return Ok(0);
+        }
         if !d.header.is_empty() {
             let header = std::mem::take(&mut d.header);
             let sent = self.quic.stream_send(id, &header, false).unwrap_or(0);
@@ -665,11 +674,17 @@ impl Connection {
             d.send = SendSide::Finished;
         } else if n < data.len() {
             d.want_writable = true;
-            if !credit_limited || n < allowed {
+            if (!credit_limited || n < allowed) && !d.writable_armed {
                 // Threshold 1: quiche reports a stream only once its capacity reaches the threshold, and a
                 // congestion window smaller than a larger threshold would never wake the writer.
-                if let Ok(true) = self.quic.stream_writable(id, 1) {
-                    self.writable_now.push(id);
+                match self.quic.stream_writable(id, 1) {
+                    Ok(true) => self.writable_now.push(id),
+                    Ok(false) => {
+                        if let Ok(d) = self.data_mut(id) {
+                            d.writable_armed = true;
+                        }
+                    }
+                    Err(_) => {}
                 }
             }
         }

@@ -50,6 +50,10 @@ pub(super) struct DataStream {
     /// Waiting for its session (draft-ietf-webtrans-http3 section 4.6): the deadline to reject it.
     pub(super) buffered_until: Option<Instant>,
     pub(super) want_writable: bool,
+    /// quiche was asked to report the stream once it can take more (`stream_writable`), and has not
+    /// reported it yet. Each such request on a blocked stream queues a STREAM_DATA_BLOCKED or DATA_BLOCKED
+    /// frame, so it is made once per wait, not once per short write.
+    pub(super) writable_armed: bool,
     pub(super) peer_initiated: bool,
     /// `StreamReadable` was reported and the application has not read since: more data arriving adds
     /// nothing to tell (and probing again would make quiche queue the stream as readable after every
