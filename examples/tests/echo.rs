@@ -110,7 +110,7 @@ fn echo_client_binary_reports_every_answer() {
 #[test]
 fn echo_service_on_the_simulated_network_repeats_per_seed() {
     use std::sync::Arc;
-    use tern_async::{Endpoint, Runtime};
+    use tern_async::Runtime;
     use tern_sim::{identity, isolated, seed_from_env, LinkConfig, SimRuntime};
 
     fn run(seed: u64) -> (Vec<echo::Exchange>, String) {
@@ -121,24 +121,25 @@ fn echo_service_on_the_simulated_network_repeats_per_seed() {
             };
             let sim = SimRuntime::new(seed, link);
             let rt: Arc<dyn Runtime> = Arc::new(sim.clone());
+            let net = sim.clone();
             let report = sim
                 .block_on(Duration::from_secs(60), async move {
-                    let server = Endpoint::bind(
-                        rt.clone(),
-                        identity::server_config(seed),
-                        "127.16.0.1:4433".parse().unwrap(),
-                    )
-                    .expect("server endpoint");
+                    let server = net
+                        .bind(
+                            identity::server_config(seed),
+                            "127.16.0.1:4433".parse().unwrap(),
+                        )
+                        .expect("server endpoint");
                     let app = echo::app(Arc::new(echo::EchoStats::default()));
                     rt.spawn(Box::pin(async move {
                         app.serve(server).await;
                     }));
-                    let client = Endpoint::bind(
-                        rt.clone(),
-                        identity::client_config(seed + 1),
-                        "127.16.0.2:5000".parse().unwrap(),
-                    )
-                    .expect("client endpoint");
+                    let client = net
+                        .bind(
+                            identity::client_config(seed + 1),
+                            "127.16.0.2:5000".parse().unwrap(),
+                        )
+                        .expect("client endpoint");
                     let session = client
                         .connect("https://127.16.0.1:4433/")
                         .await

@@ -74,17 +74,21 @@ fn run(seed: u64) -> Run {
         };
         let sim = SimRuntime::new(seed, link);
         let rt: Arc<dyn Runtime> = Arc::new(sim.clone());
+        let net = sim.clone();
         let replies = sim
             .block_on(Duration::from_secs(120), async move {
+                // `SimRuntime::bind`: `Endpoint::bind` on the simulated network, robust to tests that
+                // start processes in parallel.
                 let server_addr = "127.15.0.1:4433".parse().unwrap();
-                let server = Endpoint::bind(rt.clone(), identity::server_config(seed), server_addr)
+                let server = net
+                    .bind(identity::server_config(seed), server_addr)
                     .expect("server endpoint");
                 rt.spawn(Box::pin(serve(rt.clone(), server)));
 
                 let client_addr = "127.15.0.2:5000".parse().unwrap();
-                let client =
-                    Endpoint::bind(rt.clone(), identity::client_config(seed + 1), client_addr)
-                        .expect("client endpoint");
+                let client = net
+                    .bind(identity::client_config(seed + 1), client_addr)
+                    .expect("client endpoint");
                 let session = client
                     .connect("https://127.15.0.1:4433/echo")
                     .await

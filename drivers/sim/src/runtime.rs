@@ -120,6 +120,28 @@ impl std::fmt::Display for BlockOnError {
 impl std::error::Error for BlockOnError {}
 
 impl SimRuntime {
+    /// Starts a `tern_async::Endpoint` at `addr` on this simulated network, as
+    /// `tern_async::Endpoint::bind(Arc::new(sim.clone()), config, addr)` does, except that a bind refused
+    /// with `AddrInUse` is tried again for up to a second. The simulation holds a real socket at the
+    /// address (so that endpoints bound to port 0 get distinct ports), and when tests run in parallel
+    /// and one of them starts a process, the child holds a copy of every open socket until it has
+    /// started its program: an address a finished simulation has just released can look taken for a
+    /// few milliseconds.
+    pub fn bind(&self, config: tern::Config, addr: SocketAddr) -> io::Result<tern_async::Endpoint> {
+        // Counted, not timed: on a simulation thread the clock shows virtual time, which stands still here.
+        let mut tries = 100;
+        loop {
+            let rt: Arc<dyn Runtime> = Arc::new(self.clone());
+            match tern_async::Endpoint::bind(rt, config.clone(), addr) {
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse && tries > 0 => {
+                    tries -= 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                r => return r,
+            }
+        }
+    }
+
     /// A runtime over a network seeded with `seed`, every link behaving as `link`.
     pub fn new(seed: u64, link: LinkConfig) -> Self {
         // Virtual time 0 is fixed by block_on; the network needs a start now, so it is re-based there.
